@@ -1,0 +1,83 @@
+"""The ``galaxy-codae`` command line.
+
+Each sub-command lives in its own module of this package with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported only
+when their command runs, so ``galaxy-codae query`` never pays for torch.
+
+Exit codes: 0 success, 2 bad usage or bad input that stops the step, 1 internal failure.
+Errors go to stderr as one line first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from pipeline import __version__
+from pipeline.errors import BadInputError, ConfigError
+
+#: command name -> (module in this package, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-survey": ("demo_survey", "write a simulated survey in Galaxy Zoo DECaLS layout"),
+    "ingest": ("ingest", "read a catalogue and its cutouts into a sharded Zarr store"),
+    "train": ("train", "train CODAE on a Zarr store"),
+    "infer": ("infer", "write the FITS catalogue of centroids, orientations and latents"),
+    "query": ("query", "select rows of a catalogue with a row filter"),
+    "stack": ("stack", "recentre, derotate and stack selected cutouts"),
+    "run": ("run", "the whole flow in one process (Prefect without a server)"),
+    "evaluate": ("evaluate", "disentanglement metrics of CODAE and baselines"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"galaxy-codae: error: {message}\n")
+        self.print_usage(sys.stderr)
+        raise SystemExit(2)
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    found = {}
+    for name, (module, help_) in COMMANDS.items():
+        if importlib.util.find_spec(f"pipeline.cli.{module}") is not None:
+            found[name] = (module, help_)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="galaxy-codae", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"galaxy-codae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_) in _available().items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(f"pipeline.cli.{module}").add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"pipeline.cli.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except (BadInputError, ConfigError) as e:
+        sys.stderr.write(f"galaxy-codae {args.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"galaxy-codae {args.command}: interrupted\n")
+        return 130
+    except Exception as e:  # internal failure: one line first, then the traceback for a bug report
+        sys.stderr.write(f"galaxy-codae {args.command}: internal error: {type(e).__name__}: {e}\n")
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Translation- and rotation-equivariant encoder with its two branches.
+
+Cha et al. 2025 (CODAE), Fig. 1a: group-equivariant convolutions, then
+``B_equi`` (fully connected layers on the equivariant maps -> centroid and
+orientation) and ``B_inv`` (group max-pooling -> invariant latents z).
+
+Down-sampling is a 2x2 max pool with stride 2 on even-sized maps: its windows map
+onto windows under 90-degree turns, so the C_4 subgroup acts exactly on the pixel
+grid (odd kernels with ``padding = k // 2`` keep convolutions exact too).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+from e2cnn import nn as enn
+
+from pipeline.config import ModelConfig
+from pipeline.model.fields import build_fields
+
+__all__ = ["EquivariantTrunk", "EquiBranch", "InvBranch"]
+
+
+class EquivariantTrunk(nn.Module):
+    """R2Conv -> InnerBatchNorm -> ReLU blocks, 2x2 max pool between blocks.
+
+    (B, C, H, W) -> equivariant maps (B, widths[-1] * N, H / 2**(L-1), W / 2**(L-1)).
+    After :meth:`export` it runs as plain torch with identical outputs.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        fields = build_fields(cfg.group_order, cfg.channels, cfg.widths)
+        self.in_type = fields.input
+        layers: list[enn.EquivariantModule] = []
+        prev = fields.input
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*uint8.*")
+            for i, (ftype, k) in enumerate(zip(fields.blocks, cfg.kernels)):
+                layers += [enn.R2Conv(prev, ftype, kernel_size=k, padding=k // 2, bias=False),
+                           enn.InnerBatchNorm(ftype), enn.ReLU(ftype, inplace=True)]
+                if i < len(fields.blocks) - 1:
+                    layers.append(enn.PointwiseMaxPool(ftype, kernel_size=2, stride=2))
+                prev = ftype
+        self.out_type = prev
+        self.body: nn.Module = enn.SequentialModule(*layers)
+        self.pool = enn.GroupPooling(prev)
+        self.exported = False
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (equivariant maps (B, F*N, h, w), group-max-pooled invariant maps (B, F, h, w))."""
+        if self.exported:
+            equi = self.body(images)
+            return equi, self.pool(equi)
+        g = enn.GeometricTensor(images, self.in_type)
+        equi = self.body(g)
+        return equi.tensor, self.pool(equi).tensor
+
+    def export(self) -> "EquivariantTrunk":
+        """Replace the e2cnn modules by their plain-torch equivalents, in place (eval mode)."""
+        self.eval()
+        self.body = self.body.export()
+        self.pool = self.pool.export()
+        self.exported = True
+        return self
+
+
+class EquiBranch(nn.Module):
+    """B_equi: fully connected layers on the equivariant maps -> (x, y, cos theta, sin theta).
+
+    x, y are normalised (image spans [-1, 1], y down) and bounded by tanh; the
+    orientation comes as a unit vector so theta covers [0, 360).
+    """
+
+    def __init__(self, in_features: int, hidden: int, learn_centroid: bool):
+        super().__init__()
+        self.learn_centroid = learn_centroid
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 4))
+
+    def forward(self, equi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.net(equi)  # (B, 4)
+        if self.learn_centroid:
+            x, y = torch.tanh(out[:, 0]), torch.tanh(out[:, 1])
+        else:
+            x = y = torch.zeros_like(out[:, 0])
+        vec = out[:, 2:4]
+        vec = vec / vec.norm(dim=1, keepdim=True).clamp_min(1e-6)  # (B, 2) unit (cos, sin)
+        return x, y, vec
+
+
+class InvBranch(nn.Module):
+    """B_inv: global spatial max of the group-pooled maps, then fully connected layers -> z."""
+
+    def __init__(self, in_features: int, hidden: int, latent_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, latent_dim))
+
+    def forward(self, inv: torch.Tensor) -> torch.Tensor:
+        pooled = inv.amax(dim=(2, 3))  # (B, F)
+        return self.net(pooled)  # (B, latent_dim)
