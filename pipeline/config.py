@@ -56,7 +56,8 @@ class LossConfig:
     beta_end: float = 0.02  # floor after the decay; orientation stalls when beta reaches 0
     beta_decay_fraction: float = 0.6  # fraction of the planned steps over which beta decays (cosine)
     centroid_weight: float = 1.0  # weight of the centroid term inside the moment loss
-    orientation_weight: float = 0.1  # weight of the doubled-angle orientation term
+    orientation_weight: float = 1.0  # weight of the doubled-angle orientation term
+    aligned_weight: float = 1.0  # constant weight of the aligned-image term (its moments: centred, along +x)
     background_ring: int = 4  # border width (pixels) used to estimate the sky level
     background_sigma: float = 1.0  # sky level = ring mean + this many ring standard deviations
 

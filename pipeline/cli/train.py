@@ -1,0 +1,49 @@
+"""``galaxy-codae train``: train CODAE on a Zarr store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, type=Path, help="Zarr store written by `galaxy-codae ingest`")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoint, config, metrics, figures)")
+    p.add_argument("--config", type=Path, help="YAML run config (model/loss/train sections); defaults otherwise")
+    p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget; stops cleanly with a checkpoint")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (train.num_workers)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.config import RunConfig, load_config
+    from pipeline.train import train
+
+    if args.config is not None:
+        config = load_config(args.config)
+    elif args.resume:
+        config = load_checkpoint(args.out / "checkpoint.pt")["config"]
+    else:
+        config = RunConfig()
+    overrides = {"max_epochs": args.max_epochs, "max_steps": args.max_steps, "max_minutes": args.max_minutes,
+                 "batch_size": args.batch_size, "seed": args.seed, "num_workers": args.workers,
+                 "device": args.device}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        config = config.replace(train=overrides)
+    if not args.store.exists():
+        from pipeline.errors import BadInputError
+
+        raise BadInputError(f"store not found: {args.store}")
+    result = train(config, args.store, args.out, resume=args.resume, progress=not args.quiet)
+    state = "stopped at its time budget" if result.stopped_early else "finished"
+    print(f"train: {state} after {result.steps} steps ({result.epochs_completed:.2f} epochs), "
+          f"loss {result.final_loss:.5f}, {result.images_per_s:.1f} img/s; checkpoint {result.checkpoint}")
+    return 0

@@ -1,0 +1,134 @@
+"""CODAE model: equivariance, outputs, checkpoint round trip, export."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.checkpoint import load_checkpoint, load_model, save_checkpoint
+from pipeline.config import ModelConfig, RunConfig
+from pipeline.errors import BadInputError, ConfigError
+from pipeline.model import CODAE, load_model_state, model_state_dict
+
+SMALL = ModelConfig(image_size=32, widths=(2, 4, 4), kernels=(5, 3, 3), latent_dim=4, hidden=32, decoder_width=8)
+
+
+@pytest.fixture(scope="module")
+def model() -> CODAE:
+    torch.manual_seed(0)
+    m = CODAE(ModelConfig())
+    # a few training-mode passes so batch-norm statistics are not the identity
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(8, 3, 64, 64))
+    return m.eval()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_z_is_invariant_to_quarter_turns(model, k):
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        z0 = model(x).z
+        zk = model(torch.rot90(x, k, dims=(2, 3))).z
+    assert (z0 - zk).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_equivariant_maps_turn_with_the_input(model, k):
+    """Rotating the input by k quarter turns rotates the maps spatially and shifts each regular
+    field's N channels cyclically by k N / 4 (e2cnn's regular representation of C_N)."""
+    n = model.config.group_order
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        e0, _ = model.trunk(x)
+        ek, _ = model.trunk(torch.rot90(x, k, dims=(2, 3)))
+    b, c, h, w = e0.shape
+    expected = torch.rot90(e0, k, dims=(2, 3)).view(b, c // n, n, h, w).roll(k * n // 4, dims=2).view(b, c, h, w)
+    assert (ek - expected).abs().max().item() < 1e-4
+    assert (ek - torch.rot90(e0, k, dims=(2, 3))).abs().max().item() > 1e-3  # the channel shift is real
+
+
+def test_outputs_shapes_and_ranges(model):
+    with torch.no_grad():
+        out = model(torch.rand(5, 3, 64, 64))
+    assert out.z.shape == (5, model.config.latent_dim)
+    assert out.aligned.shape == out.same_view.shape == (5, 3, 64, 64)
+    assert out.x.abs().max() <= 1 and out.y.abs().max() <= 1
+    assert torch.allclose(out.direction.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(torch.cos(out.theta), out.direction[:, 0], atol=1e-5)
+    assert 0.0 <= out.aligned.min() and out.aligned.max() <= 1.0
+
+
+def test_centred_data_option_fixes_the_centroid():
+    m = CODAE(ModelConfig(image_size=32, widths=(2, 4, 4), kernels=(5, 3, 3), learn_centroid=False)).eval()
+    with torch.no_grad():
+        out = m(torch.rand(3, 3, 32, 32))
+    assert out.x.abs().max() == 0 and out.y.abs().max() == 0
+
+
+def test_checkpoint_round_trip_in_train_mode(tmp_path):
+    torch.manual_seed(1)
+    m = CODAE(SMALL).eval()
+    state = model_state_dict(m)
+    assert not any(k.endswith(".filter") for k in state)  # no cached eval-mode filters
+    save_checkpoint({"config": RunConfig(model=SMALL).to_dict(), "model": state}, tmp_path / "c.pt")
+    m2, ck = load_model(tmp_path / "c.pt")
+    assert ck["config"].model == SMALL
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = m(x), m2(x)
+    assert torch.allclose(a.z, b.z, atol=1e-6) and torch.allclose(a.same_view, b.same_view, atol=1e-6)
+    assert not (tmp_path / ".c.pt.tmp").exists()
+
+
+def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
+    m = CODAE(SMALL)
+    other = CODAE(ModelConfig(image_size=32, widths=(2, 4, 4), kernels=(5, 3, 3), latent_dim=6, hidden=32,
+                              decoder_width=8))
+    with pytest.raises(BadInputError, match="does not match the model configuration"):
+        load_model_state(other, model_state_dict(m))
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(BadInputError, match="not a readable galaxy-codae checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(BadInputError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    truncated = tmp_path / "trunc.pt"
+    save_checkpoint({"config": RunConfig(model=SMALL).to_dict(), "model": model_state_dict(CODAE(SMALL))}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(BadInputError, match="not a readable"):
+        load_checkpoint(truncated)
+
+
+def test_exported_model_matches(model):
+    exported = load_model_state(CODAE(model.config), model_state_dict(model)).export()
+    e2cnn_layers = {"R2Conv", "InnerBatchNorm", "SequentialModule", "GroupPooling", "PointwiseMaxPool", "ReLU"}
+    assert not any(type(mod).__name__ in e2cnn_layers and "e2cnn" in type(mod).__module__ for mod in exported.modules())
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x), exported(x)
+    assert torch.allclose(a.z, b.z, atol=1e-4)
+    assert torch.allclose(a.theta, b.theta, atol=1e-4)
+    assert torch.allclose(a.same_view, b.same_view, atol=1e-4)
+
+
+def test_config_is_strict(tmp_path):
+    from pipeline.config import load_config, save_config
+
+    cfg = RunConfig().replace(train={"max_epochs": 3})
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("model:\n  latent_dims: 4\n")
+    with pytest.raises(ConfigError, match="unknown config key model.latent_dims"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.yaml").write_text("train:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_config(tmp_path / "bad2.yaml")
+    with pytest.raises(ConfigError, match="kernels must be odd"):
+        ModelConfig(kernels=(4, 5, 3, 3))
+    assert math.isclose(RunConfig().loss.beta_start, 1.0)
