@@ -1,0 +1,525 @@
+"""Write and read the catalogue: a FITS binary table (or the same table as Parquet).
+
+The FITS file has an empty primary HDU and one binary table, extension 1, named
+``CATALOG``.  Every column carries ``TUNITn`` (where it has a unit), ``TUCDn``,
+``TCOMMn`` (the description) and ``TDISPn`` from :mod:`catalogs.schema`; astropy
+writes only ``TUNITn`` itself, so this module adds the others.  Provenance goes into
+the table header:
+
+========  ==============================================================
+DATE      creation time, UTC (``YYYY-MM-DDThh:mm:ss``)
+CREATOR   ``galaxy-codae <version>`` of the code that wrote this file
+SWVERS    galaxy-codae version (``software_version``)
+CKPTSHA   SHA-256 of the model checkpoint (``checkpoint_sha256``)
+LATDIM    latent size ``d`` (columns ``z_0`` ... ``z_{d-1}``)
+IMGSIZE   side of the store cutouts fed to the model, pixels (``image_size``)
+CROP      centre crop of the original cutout, pixels (``crop``)
+INFCONF   the inference configuration as JSON (``config``)
+========  ==============================================================
+
+Strings longer than a card use the OGIP ``CONTINUE`` convention (with ``LONGSTRN``),
+which keeps ``fitsverify`` free of errors and warnings.  Unknown float values are NaN
+(FITS has no null for floats).  Writes are atomic: a temporary file in the target
+directory, then :func:`os.replace`; an existing file is kept unless ``overwrite``.
+
+Reading returns an astropy Table with native-endian arrays (FITS is big-endian),
+units, descriptions and ``meta['ucd']`` per column, and the header keywords in
+``Table.meta``.  The format of an input is found from its first bytes, never from
+its file name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Column, MaskedColumn, Table
+from numpy.typing import NDArray
+
+from catalogs.schema import FLAG_BITS, LATENT_PREFIX, ColumnSpec, catalog_schema, column_spec
+from pipeline import __version__
+from pipeline.errors import BadInputError
+
+__all__ = [
+    "CATALOG_EXTNAME",
+    "PROVENANCE_KEYWORDS",
+    "CatalogReader",
+    "open_catalog",
+    "read_catalog",
+    "write_catalog",
+]
+
+CATALOG_EXTNAME = "CATALOG"
+
+#: friendly header name -> (FITS keyword, comment).  ``write_catalog(header=...)`` accepts
+#: either form; ``read_catalog(...).meta`` holds the FITS keywords.
+PROVENANCE_KEYWORDS: dict[str, tuple[str, str]] = {
+    "software_version": ("SWVERS", "galaxy-codae version"),
+    "checkpoint_sha256": ("CKPTSHA", "SHA-256 of the model checkpoint"),
+    "image_size": ("IMGSIZE", "[pix] side of the cutouts fed to the model"),
+    "crop": ("CROP", "[pix] centre crop of the original cutout"),
+    "config": ("INFCONF", "inference configuration (JSON)"),
+}
+_COMMENTS = {kw: comment for kw, comment in PROVENANCE_KEYWORDS.values()}
+_COMMENTS.update(
+    {
+        "DATE": "file creation time (UTC)",
+        "CREATOR": "software that wrote this file",
+        "LATDIM": "latent size d: columns z_0 ... z_{d-1}",
+        "LONGSTRN": "OGIP long string convention (CONTINUE cards)",
+    }
+)
+
+#: keywords the writer owns; a caller may not set them.
+_STRUCTURAL = re.compile(
+    r"(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|TFIELDS|EXTNAME|EXTVER|THEAP|END|"
+    r"T(TYPE|FORM|UNIT|UCD|COMM|DISP|NULL|SCAL|ZERO|DIM)\d+|DATE|LATDIM|CREATOR|LONGSTRN|CHECKSUM|DATASUM)"
+)
+_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
+_PRINTABLE = re.compile(r"[ -~]*")
+_MAGIC_FITS = b"SIMPLE  ="
+_MAGIC_PARQUET = b"PAR1"
+_FITS_FORMAT = {"f8": "D", "f4": "E", "i2": "I"}
+
+TableLike = Table | Mapping[str, Any]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _columns_of(data: Any) -> dict[str, Any]:
+    """Name -> column of an astropy Table, a mapping of arrays or a pandas DataFrame."""
+    if isinstance(data, Table):
+        return {name: data[name] for name in data.colnames}
+    if isinstance(data, Mapping):
+        return dict(data)
+    if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame, duck-typed
+        return {str(name): data[name].to_numpy() for name in data.columns}
+    raise TypeError(f"expected an astropy Table, a mapping of columns or a DataFrame, got {type(data).__name__}")
+
+
+def _check_names(names: Sequence[str], latent_dim: int, partial: bool) -> list[ColumnSpec]:
+    """The specs of ``names`` in output order (schema order for a full catalogue)."""
+    schema = catalog_schema(latent_dim)
+    allowed = {c.name: c for c in schema}
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        extra = [n for n in unknown if n.startswith(LATENT_PREFIX) and column_spec(n) is not None]
+        if extra:
+            raise BadInputError(f"latent column {extra[0]!r} is beyond latent_dim={latent_dim}")
+        raise BadInputError(f"column {unknown[0]!r} is not in the catalogue schema")
+    if len(set(names)) != len(names):
+        raise BadInputError("duplicate column names")
+    if partial:
+        if not names:
+            raise BadInputError("no columns to write")
+        return [allowed[n] for n in names]
+    missing = [c.name for c in schema if c.name not in set(names)]
+    if missing:
+        raise BadInputError(f"catalogue lacks column(s) {', '.join(missing)}")
+    return list(schema)
+
+
+def _prepare(spec: ColumnSpec, values: Any, nrows: int | None) -> NDArray:
+    """One column as a native-endian array of the schema dtype (strings as ASCII bytes)."""
+    name = spec.name
+    unit = getattr(values, "unit", None)
+    if unit is not None and spec.unit is not None and u.Unit(unit) != u.Unit(spec.unit):
+        raise BadInputError(f"column {name!r} has unit {unit}, the schema says {spec.unit}")
+    if isinstance(values, u.Quantity):
+        values = values.value
+    masked = isinstance(values, (MaskedColumn, np.ma.MaskedArray)) and np.any(np.ma.getmaskarray(values))
+    if spec.is_string:
+        if masked:
+            raise BadInputError(f"column {name!r} has masked (null) values; ids cannot be null")
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "USO":
+            raise BadInputError(f"column {name!r} must hold strings, got dtype {arr.dtype}")
+        try:
+            arr = np.char.encode(arr.astype(str), "ascii") if arr.dtype.kind != "S" else arr
+        except UnicodeEncodeError as e:
+            raise BadInputError(f"column {name!r} has a non-ASCII value: {e.object!r}") from None
+        if arr.size and not all(_PRINTABLE.fullmatch(v.decode()) for v in np.unique(arr)):
+            raise BadInputError(f"column {name!r} has a non-printable character")
+        if arr.dtype.itemsize == 0:
+            arr = arr.astype("S1")
+    else:
+        arr = np.ma.getdata(values) if isinstance(values, np.ma.MaskedArray) else np.asarray(values)
+        if arr.dtype.kind not in "biuf":
+            raise BadInputError(f"column {name!r} must be numeric, got dtype {arr.dtype}")
+        if spec.dtype.kind == "f":
+            arr = arr.astype(spec.dtype)
+            if masked:  # a float null is NaN (FITS has no TNULL for floats)
+                arr[np.ma.getmaskarray(values)] = np.nan
+        else:
+            if masked:
+                raise BadInputError(f"column {name!r} has masked (null) values; it cannot be null")
+            if arr.dtype.kind == "f":
+                raise BadInputError(f"column {name!r} must be integer, got dtype {arr.dtype}")
+            info = np.iinfo(spec.dtype)
+            if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                raise BadInputError(f"column {name!r} has values outside {spec.dtype} range")
+            arr = arr.astype(spec.dtype)
+    if arr.ndim != 1:
+        raise BadInputError(f"column {name!r} must be one value per row, got shape {arr.shape}")
+    if nrows is not None and len(arr) != nrows:
+        raise BadInputError(f"column {name!r} has {len(arr)} rows, expected {nrows}")
+    return arr
+
+
+def _header_value(key: str, value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(value, sort_keys=True, ensure_ascii=True, default=str)
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        value = value.item()
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, (str, int, float, bool)):
+        raise BadInputError(f"header {key}: cannot store a {type(value).__name__} in a FITS header")
+    if isinstance(value, float) and not np.isfinite(value):
+        raise BadInputError(f"header {key}: non-finite value {value}")
+    if isinstance(value, str) and not _PRINTABLE.fullmatch(value):
+        raise BadInputError(f"header {key}: value must be printable ASCII")
+    return value
+
+
+def _header_cards(header: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """(keyword, value, comment) for the caller's header mapping."""
+    cards = []
+    for key, item in header.items():
+        keyword, comment = PROVENANCE_KEYWORDS.get(key, (str(key).upper(), _COMMENTS.get(str(key).upper(), "")))
+        if not _KEYWORD.fullmatch(keyword):
+            raise BadInputError(f"header key {key!r} is not a FITS keyword (A-Z, 0-9, _ or -, at most 8)")
+        if _STRUCTURAL.fullmatch(keyword) or keyword in ("COMMENT", "HISTORY"):
+            raise BadInputError(f"header key {key!r} is set by the writer")
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str) and not isinstance(item[0], tuple):
+            item, comment = item
+        if keyword == "CKPTSHA" and not re.fullmatch(r"[0-9a-f]{64}", str(item)):
+            raise BadInputError(f"checkpoint_sha256 must be 64 lower-case hex digits, got {item!r}")
+        cards.append((keyword, _header_value(keyword, item), comment))
+    return cards
+
+
+def _check_unique_ids(ids: NDArray) -> None:
+    if ids.size == 0:
+        return
+    if np.any(ids == b""):
+        raise BadInputError("column 'id' has an empty id")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if uniq.size != ids.size:
+        raise BadInputError(f"column 'id' is not unique: {uniq[counts > 1][0].decode()!r} appears more than once")
+
+
+def _fitting_comment(keyword: str, value: Any, comment: str) -> str:
+    """The comment if it fits on the value's card (astropy warns when it truncates one), else ''."""
+    if isinstance(value, str) and len(value) > 60:  # a CONTINUE long string: no comment
+        return ""
+    text = str(fits.Card(keyword, value))
+    return comment if len(text.rstrip()) + 3 + len(comment) <= 80 else ""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _fits_hdus(specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, latent_dim: int) -> fits.HDUList:
+    cols = []
+    for spec in specs:
+        arr = arrays[spec.name]
+        fmt = f"{arr.dtype.itemsize}A" if spec.is_string else _FITS_FORMAT[spec.dtype.str[1:]]
+        tdisp = f"A{arr.dtype.itemsize}" if spec.is_string else spec.tdisp
+        cols.append(fits.Column(name=spec.name, format=fmt, unit=spec.unit, disp=tdisp, array=arr))
+    table = fits.BinTableHDU.from_columns(cols, name=CATALOG_EXTNAME)
+    hdr = table.header
+    for i, spec in enumerate(specs, start=1):
+        hdr.set(f"TUCD{i}", spec.ucd, after=f"TDISP{i}")
+        hdr.set(f"TCOMM{i}", spec.description, after=f"TUCD{i}")
+    date = _now()
+    creator = f"galaxy-codae {__version__}"
+    hdr["DATE"] = (date, _COMMENTS["DATE"])
+    hdr["CREATOR"] = (creator, _COMMENTS["CREATOR"])
+    hdr["LATDIM"] = (latent_dim, _COMMENTS["LATDIM"])
+    if not any(k == "SWVERS" for k, _, _ in cards):
+        hdr["SWVERS"] = (__version__, _COMMENTS["SWVERS"])
+    dropped = []
+    for keyword, value, comment in cards:
+        fitting = _fitting_comment(keyword, value, comment)
+        hdr[keyword] = (value, fitting)
+        if comment and not fitting:
+            dropped.append(f"{keyword}: {comment}")
+    if any(isinstance(v, str) and len(v) > 60 for _, v, _ in cards):
+        hdr.set("LONGSTRN", "OGIP 1.0", _COMMENTS["LONGSTRN"], before="DATE")
+    if any(s.name == "flags" for s in specs):
+        for bit, text in FLAG_BITS.items():
+            hdr.add_comment(f"flags bit {bit}: {text}")
+    for text in dropped:  # comments too long for their keyword's card
+        hdr.add_comment(text[:72])
+    hdr.add_comment("Unknown float values are NaN. Pixels: 0-based, x right, y down.")
+    hdr.add_comment("Angles: theta_deg CCW from +x as displayed; pa_deg E of N.")
+    primary = fits.PrimaryHDU()
+    primary.header["DATE"] = (date, _COMMENTS["DATE"])
+    primary.header["CREATOR"] = (creator, _COMMENTS["CREATOR"])
+    return fits.HDUList([primary, table])
+
+
+def _write_parquet(fileobj, specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, latent_dim: int) -> None:
+    import pyarrow as pa  # only for parquet
+    import pyarrow.parquet as pq
+
+    fields, columns = [], []
+    for spec in specs:
+        arr = arrays[spec.name]
+        meta = {"ucd": spec.ucd, "description": spec.description}
+        if spec.unit:
+            meta["unit"] = spec.unit
+        if spec.is_string:
+            fields.append(pa.field(spec.name, pa.string(), nullable=False, metadata=meta))
+            columns.append(pa.array(np.char.decode(arr, "ascii"), type=pa.string()))
+        else:
+            fields.append(pa.field(spec.name, pa.from_numpy_dtype(arr.dtype), nullable=False, metadata=meta))
+            columns.append(pa.array(arr))
+    header = {"DATE": _now(), "CREATOR": f"galaxy-codae {__version__}", "LATDIM": latent_dim, "SWVERS": __version__}
+    header.update({k: v for k, v, _ in cards})
+    schema = pa.schema(fields, metadata={"galaxy_codae.header": json.dumps(header, sort_keys=True)})
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), fileobj)
+
+
+def write_catalog(
+    table_or_columns: TableLike,
+    path: str | os.PathLike,
+    *,
+    latent_dim: int,
+    header: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    format: Literal["fits", "parquet"] = "fits",
+    partial: bool = False,
+) -> Path:
+    """Write a catalogue atomically; return its path.
+
+    ``table_or_columns``: an astropy Table, a mapping name -> array, or a DataFrame with
+    exactly the schema's columns for ``latent_dim`` (any order; written in schema order).
+    With ``partial=True`` any subset of them is accepted, written in the given order
+    (for query selections).  Values are cast to the schema dtypes; float nulls (masked
+    values) become NaN.  ``id`` must be unique and non-empty.
+
+    ``header``: provenance, keyed by the names of :data:`PROVENANCE_KEYWORDS`
+    (``software_version``, ``checkpoint_sha256``, ``image_size``, ``crop``, ``config``)
+    or by FITS keywords; values are scalars, ``(value, comment)`` pairs, or dicts and
+    lists (stored as JSON).  ``DATE``, ``CREATOR`` and ``LATDIM`` are set here.
+
+    Raises :class:`~pipeline.errors.BadInputError` if ``path`` exists and not
+    ``overwrite``, if a column does not fit the schema, or a header value cannot be stored.
+    """
+    if format not in ("fits", "parquet"):
+        raise BadInputError(f"unknown catalogue format {format!r} (fits or parquet)")
+    path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"{path} is a directory, not a catalogue file")
+    if path.exists() and not overwrite:
+        raise BadInputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    if not path.parent.is_dir():
+        raise BadInputError(f"directory {path.parent} does not exist")
+
+    columns = _columns_of(table_or_columns)
+    specs = _check_names(list(columns), latent_dim, partial)
+    nrows = None
+    arrays: dict[str, NDArray] = {}
+    for spec in specs:
+        arrays[spec.name] = _prepare(spec, columns[spec.name], nrows)
+        nrows = len(arrays[spec.name])
+    if "id" in arrays:
+        _check_unique_ids(arrays["id"])
+    cards = _header_cards(header or {})
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if format == "fits":
+                _fits_hdus(specs, arrays, cards, latent_dim).writeto(f)
+            else:
+                _write_parquet(f, specs, arrays, cards, latent_dim)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _native(arr: NDArray) -> NDArray:
+    """A native-endian copy (FITS data is big-endian); strings as unicode."""
+    if arr.dtype.kind in "SU":
+        return np.asarray(arr, dtype=str)
+    return arr.astype(arr.dtype.newbyteorder("="), copy=True)
+
+
+def _unit(text: str | None) -> u.UnitBase | None:
+    if not text:
+        return None
+    return u.Unit(text, format="fits", parse_strict="silent")
+
+
+class CatalogReader:
+    """An open catalogue (FITS or Parquet): column names and dtypes without reading data.
+
+    Use as a context manager (or through :func:`open_catalog`); :meth:`read` returns an
+    astropy Table of some columns, optionally only some rows.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BadInputError(f"catalogue {self.path} not found")
+        with open(self.path, "rb") as f:
+            magic = f.read(9)
+        self._hdul = None
+        self._pq = None
+        if magic.startswith(_MAGIC_FITS):
+            self.format = "fits"
+            self._open_fits()
+        elif magic.startswith(_MAGIC_PARQUET):
+            self.format = "parquet"
+            self._open_parquet()
+        else:
+            raise BadInputError(f"{self.path} is neither a FITS nor a Parquet file")
+
+    def _open_fits(self) -> None:
+        try:
+            self._hdul = fits.open(self.path, memmap=True, mode="readonly")
+            hdu = self._hdul[CATALOG_EXTNAME] if CATALOG_EXTNAME in self._hdul else self._hdul[1]
+        except (OSError, IndexError, KeyError, ValueError) as e:
+            self.close()
+            raise BadInputError(f"{self.path}: cannot read a FITS table: {e}") from None
+        if not isinstance(hdu, fits.BinTableHDU):
+            self.close()
+            raise BadInputError(f"{self.path}: extension 1 is not a binary table")
+        self._hdu = hdu
+        hdr = hdu.header
+        coldefs = hdu.columns
+        self.names: list[str] = list(coldefs.names)
+        self.nrows: int = int(hdr["NAXIS2"])
+        self.dtypes: dict[str, np.dtype] = {}
+        self._colmeta: dict[str, dict[str, Any]] = {}
+        for i, col in enumerate(coldefs, start=1):
+            dt = coldefs.dtype[col.name]
+            self.dtypes[col.name] = np.dtype("U") if dt.kind == "S" else dt.newbyteorder("=")
+            if dt.shape:
+                self.dtypes[col.name] = np.dtype((self.dtypes[col.name].base, dt.shape))
+            self._colmeta[col.name] = {
+                "unit": col.unit,
+                "ucd": hdr.get(f"TUCD{i}"),
+                "description": hdr.get(f"TCOMM{i}"),
+            }
+        self.meta: dict[str, Any] = {
+            key: hdr[key]
+            for key in hdr
+            if key and key not in ("COMMENT", "HISTORY", "") and not _STRUCTURAL.fullmatch(key)
+        }
+        self.meta.update({k: hdr[k] for k in ("DATE", "CREATOR", "LATDIM") if k in hdr})
+
+    def _open_parquet(self) -> None:
+        import pyarrow.parquet as pq  # only for parquet
+
+        try:
+            self._pq = pq.ParquetFile(self.path)
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise BadInputError(f"{self.path}: cannot read a Parquet file: {e}") from None
+        schema = self._pq.schema_arrow
+        self.names = list(schema.names)
+        self.nrows = int(self._pq.metadata.num_rows)
+        self.dtypes = {}
+        self._colmeta = {}
+        for field in schema:
+            try:
+                dt = np.dtype(field.type.to_pandas_dtype())
+            except (NotImplementedError, TypeError):
+                dt = np.dtype(object)
+            self.dtypes[field.name] = np.dtype("U") if dt.kind == "O" else dt
+            fm = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+            self._colmeta[field.name] = {k: fm.get(k) for k in ("unit", "ucd", "description")}
+        raw = (schema.metadata or {}).get(b"galaxy_codae.header", b"{}")
+        self.meta = json.loads(raw)
+
+    def read_arrays(self, names: Iterable[str], rows: NDArray | None = None) -> dict[str, NDArray]:
+        """Native-endian arrays of some columns (all rows, or the given row indices/mask)."""
+        names = list(names)
+        self._check(names)
+        out: dict[str, NDArray] = {}
+        if self.format == "fits":
+            data = self._hdu.data
+            for name in names:
+                col = data.field(name) if data is not None else np.zeros(0, self.dtypes[name])
+                out[name] = _native(col if rows is None else col[rows])
+        else:
+            tbl = self._pq.read(columns=names)
+            for name in names:
+                arr = tbl.column(name).to_numpy()
+                if arr.dtype.kind == "O":
+                    arr = arr.astype(str)
+                out[name] = _native(arr if rows is None else arr[rows])
+        return out
+
+    def read(self, names: Iterable[str] | None = None, rows: NDArray | None = None) -> Table:
+        """An astropy Table of some columns (default all) with units, descriptions and UCDs."""
+        names = list(self.names if names is None else names)
+        arrays = self.read_arrays(names, rows)
+        table = Table(meta=dict(self.meta))
+        for name in names:
+            m = self._colmeta[name]
+            table.add_column(
+                Column(
+                    arrays[name],
+                    name=name,
+                    unit=_unit(m.get("unit")),
+                    description=m.get("description"),
+                    meta={"ucd": m["ucd"]} if m.get("ucd") else {},
+                    copy=False,
+                )
+            )
+        return table
+
+    def _check(self, names: list[str]) -> None:
+        missing = [n for n in names if n not in self.dtypes]
+        if missing:
+            raise BadInputError(f"{self.path}: no column {missing[0]!r}")
+
+    def close(self) -> None:
+        if self._hdul is not None:
+            self._hdul.close()
+            self._hdul = None
+        self._pq = None
+
+    def __enter__(self) -> CatalogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_catalog(path: str | os.PathLike) -> CatalogReader:
+    """Open a catalogue (FITS or Parquet, found from its first bytes) for reading."""
+    return CatalogReader(path)
+
+
+def read_catalog(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Table:
+    """Read a catalogue (FITS or Parquet) as an astropy Table.
+
+    Arrays are native-endian copies; each column has its unit, ``description`` (TCOMM)
+    and ``meta['ucd']``; ``Table.meta`` holds the provenance header keywords.
+    """
+    with open_catalog(path) as cat:
+        return cat.read(columns)

@@ -1,0 +1,178 @@
+"""The catalogue schema: one table in code, from which the writer and the docs are made.
+
+Every column has a name, a numpy dtype, a unit (an astropy unit string, or ``None``
+for dimensionless numbers), an IVOA UCD1+ word and a description that becomes the
+FITS ``TCOMMn`` keyword (so at most 68 characters).  The latent columns ``z_0`` ...
+``z_{d-1}`` are generated for the latent size ``d`` given at build time.
+
+Pixel and angle conventions are those of ``../shared/CONTRACT.md`` and
+:mod:`pipeline.conventions`: ``x_pix``/``y_pix`` are 0-based pixels of the original
+cutout, x right, y down; ``theta_deg`` is counter-clockwise from +x as displayed in
+[0, 360); ``pa_deg`` is East of North in [0, 180).
+
+Nulls: a float column has no FITS null value, so an unknown value is stored as NaN
+(``pa_deg`` where the survey's orientation is unknown, for example).  ``id`` and
+``flags`` are never null.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ColumnSpec",
+    "FLAG_ORIENTATION_ILL_DEFINED",
+    "FLAG_CENTROID_NEAR_EDGE",
+    "FLAG_RECON_OUTLIER",
+    "FLAG_BITS",
+    "LATENT_PREFIX",
+    "catalog_schema",
+    "column_names",
+    "column_spec",
+    "latent_names",
+    "schema_markdown",
+]
+
+#: bit 1 of ``flags``: orientation ill-defined (the object is near-round).
+FLAG_ORIENTATION_ILL_DEFINED: int = 1
+#: bit 2 of ``flags``: the centroid is near the edge of the cutout.
+FLAG_CENTROID_NEAR_EDGE: int = 2
+#: bit 4 of ``flags``: the same-view reconstruction error is an outlier.
+FLAG_RECON_OUTLIER: int = 4
+#: flag value -> meaning, in bit order (written to the FITS header as comments).
+FLAG_BITS: dict[int, str] = {
+    FLAG_ORIENTATION_ILL_DEFINED: "orientation ill-defined (near-round)",
+    FLAG_CENTROID_NEAR_EDGE: "centroid near the edge of the cutout",
+    FLAG_RECON_OUTLIER: "reconstruction outlier",
+}
+
+#: latent columns are ``z_0`` ... ``z_{d-1}``.
+LATENT_PREFIX = "z_"
+_LATENT_RE = re.compile(r"z_(0|[1-9][0-9]*)")
+
+#: largest latent size accepted (FITS allows 999 columns in a table).
+MAX_LATENT_DIM = 900
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One catalogue column.
+
+    ``dtype`` is the in-memory numpy dtype (``id`` is a unicode string; the FITS
+    writer stores it as ASCII of the longest id's width).  ``tdisp`` is the FITS
+    display format (``TDISPn``), also used by ``galaxy-codae query`` for text output.
+    """
+
+    name: str
+    dtype: np.dtype
+    unit: str | None
+    ucd: str
+    description: str
+    tdisp: str
+
+    @property
+    def is_string(self) -> bool:
+        return self.dtype.kind in "US"
+
+
+def _col(name: str, dtype: str, unit: str | None, ucd: str, description: str, tdisp: str) -> ColumnSpec:
+    return ColumnSpec(name, np.dtype(dtype), unit, ucd, description, tdisp)
+
+
+# fmt: off
+#: the columns before the latents, in catalogue order.
+_HEAD: tuple[ColumnSpec, ...] = (
+    _col("id", "U", None, "meta.id;meta.main",
+         "object id from the input catalogue (iauname for Galaxy Zoo)", "A"),
+    _col("ra", "f8", "deg", "pos.eq.ra;meta.main",
+         "right ascension (ICRS) from the input catalogue", "F11.6"),
+    _col("dec", "f8", "deg", "pos.eq.dec;meta.main",
+         "declination (ICRS) from the input catalogue", "F11.6"),
+    _col("x_pix", "f4", "pix", "pos.cartesian.x;instr.pixel",
+         "centroid x, original cutout pixels, 0-based, x right", "F9.3"),
+    _col("y_pix", "f4", "pix", "pos.cartesian.y;instr.pixel",
+         "centroid y, original cutout pixels, 0-based, y down", "F9.3"),
+    _col("theta_deg", "f4", "deg", "pos.posAng;instr.pixel",
+         "orientation in [0,360), CCW from +x as the cutout is displayed", "F8.3"),
+    _col("pa_deg", "f4", "deg", "pos.posAng;meta.main",
+         "position angle in [0,180), E of N; NaN where unknown", "F8.3"),
+    _col("moment_pa_deg", "f4", "deg", "pos.posAng",
+         "position angle from image moments in [0,180), E of N", "F8.3"),
+    _col("moment_axis_ratio", "f4", None, "phys.size.axisRatio",
+         "minor/major axis ratio from image moments", "F7.4"),
+)
+_TAIL: tuple[ColumnSpec, ...] = (
+    _col("recon_mse", "f4", None, "stat.fit.residual",
+         "mean squared error of the same-view reconstruction", "E11.4"),
+    _col("flags", "i2", None, "meta.code.qual",
+         "bits: 1 near-round (no orientation), 2 near edge, 4 recon outlier", "I5"),
+)
+# fmt: on
+
+
+def _latent(k: int) -> ColumnSpec:
+    return _col(f"{LATENT_PREFIX}{k}", "f4", None, "src.morph.param", f"pose-invariant morphology latent {k}", "F10.5")
+
+
+def _check_latent_dim(latent_dim: int) -> int:
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)):
+        raise TypeError(f"latent_dim must be an integer, got {type(latent_dim).__name__}")
+    if not 1 <= int(latent_dim) <= MAX_LATENT_DIM:
+        raise ValueError(f"latent_dim must be in [1, {MAX_LATENT_DIM}], got {latent_dim}")
+    return int(latent_dim)
+
+
+def latent_names(latent_dim: int) -> list[str]:
+    """Names of the latent columns, ``z_0`` ... ``z_{latent_dim-1}``."""
+    return [f"{LATENT_PREFIX}{k}" for k in range(_check_latent_dim(latent_dim))]
+
+
+def catalog_schema(latent_dim: int) -> tuple[ColumnSpec, ...]:
+    """Every column of a catalogue with ``latent_dim`` latents, in catalogue order."""
+    return _HEAD + tuple(_latent(k) for k in range(_check_latent_dim(latent_dim))) + _TAIL
+
+
+def column_names(latent_dim: int) -> list[str]:
+    """Column names of a catalogue with ``latent_dim`` latents, in catalogue order."""
+    return [c.name for c in catalog_schema(latent_dim)]
+
+
+_BY_NAME = {c.name: c for c in _HEAD + _TAIL}
+
+
+def column_spec(name: str) -> ColumnSpec | None:
+    """The spec of one column (any ``z_k`` is a latent), or ``None`` if not in the schema."""
+    spec = _BY_NAME.get(name)
+    if spec is None and _LATENT_RE.fullmatch(name):
+        k = int(name[len(LATENT_PREFIX) :])
+        if k < MAX_LATENT_DIM:
+            spec = _latent(k)
+    return spec
+
+
+def _dtype_label(dt: np.dtype) -> str:
+    if dt.kind in "US":
+        return "string"
+    return {"f8": "float64", "f4": "float32", "i2": "int16"}[dt.str[1:]]
+
+
+def schema_markdown(latent_dim: int) -> str:
+    """The schema as a markdown table (for the docs), latents ``z_0`` ... collapsed to one row."""
+    lines = ["| column | type | unit | UCD | description |", "|---|---|---|---|---|"]
+    latents = latent_names(latent_dim)
+    for c in catalog_schema(latent_dim):
+        if c.name.startswith(LATENT_PREFIX):
+            if c.name != latents[0]:
+                continue
+            name = f"`{latents[0]}` ... `{latents[-1]}`" if len(latents) > 1 else f"`{latents[0]}`"
+            desc = "pose-invariant morphology latents"
+        else:
+            name, desc = f"`{c.name}`", c.description
+        lines.append(f"| {name} | {_dtype_label(c.dtype)} | {c.unit or ''} | `{c.ucd}` | {desc} |")
+    bits = "; ".join(f"{bit}: {text}" for bit, text in FLAG_BITS.items())
+    lines.append("")
+    lines.append(f"`flags` bits: {bits}. Unknown float values (for example `pa_deg`) are NaN.")
+    return "\n".join(lines) + "\n"
