@@ -150,9 +150,7 @@ def _angle_on_circle(theta_deg: NDArray[np.float64], period_deg: float | ArrayLi
     return np.mod(np.mod(theta_deg, period) * (360.0 / period), 360.0)
 
 
-def _factor_column(
-    f: NDArray[np.float64], k: int, circular: set[int], period_deg: PeriodMap
-) -> NDArray[np.float64]:
+def _factor_column(f: NDArray[np.float64], k: int, circular: set[int], period_deg: PeriodMap) -> NDArray[np.float64]:
     """Factor column k, folded onto [0, 360) if circular."""
     if k not in circular:
         return f[:, k]
@@ -282,6 +280,7 @@ def mig(
     ``MIG = mean_k [I(v_k; z_(1)) - I(v_k; z_(2))] / H(v_k)`` where ``z_(1)``, ``z_(2)`` are the
     two code dimensions most informative of factor ``k``.  Binning: factors by the module rule
     (``n_bins``, default 20), codes in ``n_bins`` quantile bins; plug-in estimates in nats.
+    Constant factors (``H(v_k) = 0``) are left out of the mean here and in :func:`jemmig`.
     """
     fl, zl = _discrete(factors, codes, circular, period_deg, n_bins)
     mi = mutual_information_matrix(fl, zl)
@@ -314,11 +313,14 @@ def jemmig(
     mi = mutual_information_matrix(fl, zl)
     scores = []
     for k in range(fl.shape[1]):
+        h = _entropy(fl[:, k])
+        if h <= 0:  # a constant factor carries nothing to disentangle
+            continue
         best, first, second = _top_two(mi[k])
         joint = _joint_entropy(fl[:, k], zl[:, best])
         raw = joint - first + second
-        scores.append(1.0 - raw / (_entropy(fl[:, k]) + np.log(n_bins)))
-    return float(np.clip(np.mean(scores), 0.0, 1.0))
+        scores.append(1.0 - raw / (h + np.log(n_bins)))
+    return float(np.clip(np.mean(scores), 0.0, 1.0)) if scores else 0.0
 
 
 def dcimig(
@@ -359,7 +361,8 @@ def modularity(
     With ``m_jk = I(z_j; v_k)`` and ``theta_j = max_k m_jk``, each dimension scores
     ``1 - sum_{k != argmax} m_jk^2 / (theta_j^2 (K - 1))``; the result is the mean over code
     dimensions that carry any information (``theta_j > 0``).  Binning as in :func:`mig`.
-    Known weakness (noted in the review): a code of pure noise still scores well above 0,
+    With a single factor every dimension is trivially modular and the score is 1.
+    Known weakness: a code of pure noise still scores well above 0,
     because its small, noisy MI values are rarely equal across factors.
     """
     fl, zl = _discrete(factors, codes, circular, period_deg, n_bins)
@@ -539,9 +542,7 @@ def _majority_vote_score(
     return float(np.mean(pred == k_eval))
 
 
-def _active_normalised(
-    z: NDArray[np.float64], std_threshold: float
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+def _active_normalised(z: NDArray[np.float64], std_threshold: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Codes divided by their standard deviation, and the mask of active (not collapsed) dimensions."""
     sd = z.std(axis=0, ddof=1)
     active = sd > std_threshold * sd.max() if sd.max() > 0 else np.zeros(sd.shape, dtype=bool)
@@ -622,9 +623,7 @@ def z_max_var(
     labels = discretize_factors(f, circular=circular, period_deg=period_deg, n_bins=n_bins)
     fixed = discretize_factors(f, circular=circular, period_deg=period_deg, n_bins=n_bins_fixed)
     n_factors = f.shape[1]
-    per_factor = {
-        k: _groups(np.delete(fixed, k, axis=1), varying=labels[:, k]) for k in range(n_factors)
-    }
+    per_factor = {k: _groups(np.delete(fixed, k, axis=1), varying=labels[:, k]) for k in range(n_factors)}
     usable = [k for k, g in per_factor.items() if g.eligible.size > 0]
     if not usable:
         raise _no_groups_error("z-max variance")
