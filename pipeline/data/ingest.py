@@ -258,7 +258,8 @@ def _survey_shape(images: Path, paths: list[str], n_probe: int = 16) -> ImageInf
         if sum(seen.values()) >= n_probe:
             break
     if not seen:
-        raise BadInputError(f"no readable cutout among the first catalogue rows under image root {images}")
+        msg = f"no readable cutout in the first {len(paths)} usable catalogue rows under image root {images} (is it the right root?)"
+        raise BadInputError(msg)
     return seen.most_common(1)[0][0]
 
 
@@ -353,7 +354,7 @@ def plan_ingest(
         if ids[i] is not None:
             seen.add(ids[i])
 
-    shape = _survey_shape(images, [p for p, r in zip(paths, reason) if r is None][:64])
+    shape = _survey_shape(images, [p for p, r in zip(paths, reason) if r is None][:1000])
     side = min(shape.width, shape.height)
     crop_size = int(round(DEFAULT_CROP_FRACTION * side)) if crop is None else int(crop)
     if not 0 < crop_size <= side:
