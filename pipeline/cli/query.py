@@ -23,13 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--where",
         metavar="EXPR",
         default=None,
-        help="row filter, e.g. \"pa_deg > 30 && (flags & 1) == 0\" (default: all rows)",
+        help='row filter, e.g. "pa_deg > 30 && (flags & 1) == 0" (default: all rows)',
     )
     parser.add_argument("--columns", metavar="a,b,...", default=None, help="columns to show or write (default: all)")
     parser.add_argument("--out", metavar="FILE", default=None, help="write the selection to this catalogue file")
-    parser.add_argument(
-        "--format", choices=("fits", "parquet"), default="fits", help="format of --out (default: fits)"
-    )
+    parser.add_argument("--format", choices=("fits", "parquet"), default="fits", help="format of --out (default: fits)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--count", action="store_true", help="print the number of selected rows only")
 
