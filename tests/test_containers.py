@@ -354,8 +354,10 @@ def test_infer_sbatch_runs_gpu_workers_and_the_client(fake_slurm):
     assert "--ntasks=4 --gpus-per-task=1 --cpus-per-task=32" in workers
     assert "apptainer exec --nv " in workers and "dask worker" in workers
     assert "--resources GPU=1" in workers and "--nthreads 1" in workers
-    client = calls[-1]
-    assert client.startswith("apptainer exec ") and " galaxy-codae infer " in client
+    # The background srun's lines may land after the client's: pick the client by what it runs.
+    (client,) = [c for c in calls if " galaxy-codae infer " in c]
+    assert client.startswith("apptainer exec ")
+    assert calls.index(client) > calls.index(scheduler), "the client runs after the scheduler started"
     argv = client.split(" galaxy-codae infer ", 1)[1].split()
     assert argv[-2:] == ["--scheduler", "tcp://gpu-a01:40123"]
     assert f"--out {out}" in client
