@@ -56,10 +56,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu"):
     """Build the CODAE a checkpoint describes and load its weights; returns (model in eval mode, state)."""
-    from pipeline.model import CODAE, load_model_state
+    from pipeline.model import build_model, load_model_state
 
     state = load_checkpoint(path, map_location=map_location)
-    model = CODAE(state["config"].model)
+    model = build_model(state["config"].model)
     try:
         load_model_state(model, state["model"])
     except BadInputError as e:

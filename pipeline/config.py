@@ -24,6 +24,7 @@ __all__ = ["ModelConfig", "LossConfig", "TrainConfig", "RunConfig", "load_config
 class ModelConfig:
     """CODAE architecture (Cha et al. 2025, Methods)."""
 
+    kind: str = "codae"  # codae, or a baseline of pipeline.baselines (beta-vae, dae, spatial-vae, target-vae, irl-inr)
     image_size: int = 64  # pixels per side of the store's images; a multiple of 2**len(widths)
     channels: int = 3  # image channels (3 for RGB survey cutouts, 1 for grey)
     group_order: int = 8  # N of the cyclic rotation group C_N
@@ -33,6 +34,7 @@ class ModelConfig:
     hidden: int = 128  # width of the fully connected layers in both branches
     decoder_width: int = 16  # channels of the decoder's last up-sampling block (doubling per block upwards)
     learn_centroid: bool = True  # False for centred data (diffraction): x = y = 0
+    kl_weight: float = 4.0  # beta of beta-VAE and the KL weight of the other VAE baselines (unused by CODAE)
 
     def __post_init__(self) -> None:
         if len(self.widths) != len(self.kernels):

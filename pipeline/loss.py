@@ -56,6 +56,7 @@ class LossTerms:
     centroid: torch.Tensor
     orientation: torch.Tensor
     aligned: torch.Tensor
+    regularizer: torch.Tensor
     beta: float
 
 
@@ -82,14 +83,23 @@ def beta_schedule(step: int, total_steps: int, cfg: LossConfig) -> float:
     return cfg.beta_end + 0.5 * (cfg.beta_start - cfg.beta_end) * (1.0 + math.cos(math.pi * frac))
 
 
-def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets, beta: float,
+def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets | None, beta: float,
                cfg: LossConfig, *, learn_centroid: bool = True) -> LossTerms:
-    """Loss of one batch; every term returned separately for logging."""
+    """Loss of one batch; every term returned separately for logging.
+
+    ``targets=None`` (models without the moment prior, i.e. baselines) leaves only the
+    reconstruction and the model's own ``extra_loss`` terms.
+    """
     pred = out.same_view.float()
     if cfg.reconstruction == "bce":
         recon = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), images.float())
     else:
         recon = F.mse_loss(pred, images.float())
+    regularizer = sum(out.extra_loss.values(), torch.zeros((), device=pred.device))
+    if targets is None:
+        zero = torch.zeros((), device=pred.device)
+        return LossTerms(total=recon + regularizer, reconstruction=recon.detach(), centroid=zero, orientation=zero,
+                         aligned=zero, regularizer=regularizer.detach(), beta=0.0)
     if learn_centroid:
         centroid = ((out.x - targets.x) ** 2 + (out.y - targets.y) ** 2).mean()
     else:
@@ -103,9 +113,10 @@ def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets, b
     orientation = (targets.weight * mismatch).mean()
     moment = cfg.centroid_weight * centroid + cfg.orientation_weight * orientation
     aligned = aligned_term(out.aligned, cfg, learn_centroid=learn_centroid)
-    total = recon + beta * moment + cfg.aligned_weight * aligned
+    total = recon + beta * moment + cfg.aligned_weight * aligned + regularizer
     return LossTerms(total=total, reconstruction=recon.detach(), centroid=centroid.detach(),
-                     orientation=orientation.detach(), aligned=aligned.detach(), beta=beta)
+                     orientation=orientation.detach(), aligned=aligned.detach(), regularizer=regularizer.detach(),
+                     beta=beta)
 
 
 def aligned_term(aligned: torch.Tensor, cfg: LossConfig, *, learn_centroid: bool = True) -> torch.Tensor:

@@ -32,12 +32,12 @@ from pipeline.config import RunConfig, save_config
 from pipeline.device import pick_device
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.loss import beta_schedule, codae_loss, moment_targets
-from pipeline.model import CODAE, load_model_state, model_state_dict
+from pipeline.model import build_model, load_model_state, model_state_dict
 
 __all__ = ["TrainResult", "train", "open_training_data"]
 
 METRIC_FIELDS = ["step", "epoch", "elapsed_s", "images_per_s", "beta", "loss", "reconstruction", "centroid",
-                 "orientation", "aligned", "lr"]
+                 "orientation", "aligned", "regularizer", "lr"]
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     if tc.max_steps is not None:
         planned = min(planned, tc.max_steps)
 
-    model = CODAE(config.model).to(device)
+    model = build_model(config.model).to(device)
+    moments_on = getattr(model, "uses_moment_loss", True)
     if world > 1:
         # Batch-norm statistics over the global batch: every rank sees the same normalisation.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -184,7 +185,7 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
         for images, _idx in loader:
             images = images.to(device, non_blocking=pin)
             beta = beta_schedule(step, planned, config.loss)
-            targets = moment_targets(images, config.loss)
+            targets = moment_targets(images, config.loss) if moments_on else None
             with autocast:
                 out_ = net(images)
             last = codae_loss(out_, images, targets, beta, config.loss, learn_centroid=config.model.learn_centroid)
@@ -235,7 +236,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
 def _row(step: int, epoch: float, elapsed: float, rate: float, terms, lr: float) -> dict:
     return {"step": step, "epoch": round(epoch, 4), "elapsed_s": round(elapsed, 3), "images_per_s": round(rate, 2),
             "beta": terms.beta, "loss": float(terms.total.item()), "reconstruction": float(terms.reconstruction.item()),
-            "centroid": float(terms.centroid.item()), "orientation": float(terms.orientation.item()), "aligned": float(terms.aligned.item()), "lr": lr}
+            "centroid": float(terms.centroid.item()), "orientation": float(terms.orientation.item()), "aligned": float(terms.aligned.item()),
+            "regularizer": float(terms.regularizer.item()), "lr": lr}
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:

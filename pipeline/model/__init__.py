@@ -8,5 +8,6 @@ load strictly into an eval-mode model).  We always save and load state dicts in
 """
 
 from pipeline.model.codae import CODAE, CODAEOutput, load_model_state, model_state_dict
+from pipeline.model.registry import MODEL_KINDS, build_model
 
-__all__ = ["CODAE", "CODAEOutput", "model_state_dict", "load_model_state"]
+__all__ = ["CODAE", "CODAEOutput", "model_state_dict", "load_model_state", "build_model", "MODEL_KINDS"]

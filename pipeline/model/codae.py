@@ -12,7 +12,7 @@ and orientation-aware feature learning", Nature Machine Intelligence 7, 307-314 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,8 @@ class CODAEOutput:
     z: (B, D) pose-invariant latents.
     aligned: (B, C, S, S) aligned reconstruction in [0, 1].
     same_view: (B, C, S, S) aligned reconstruction moved to the pose, in [0, 1].
+    extra_loss: named loss terms a model adds to the objective (e.g. a baseline's KL);
+    empty for CODAE.
     """
 
     x: torch.Tensor
@@ -45,10 +47,18 @@ class CODAEOutput:
     z: torch.Tensor
     aligned: torch.Tensor
     same_view: torch.Tensor
+    extra_loss: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class CODAE(nn.Module):
-    """The full model; ``config`` is the :class:`ModelConfig` it was built from."""
+    """The full model; ``config`` is the :class:`ModelConfig` it was built from.
+
+    Every model the trainer handles (CODAE and the baselines of :mod:`pipeline.baselines`)
+    has this interface: ``forward(images) -> CODAEOutput``, ``config``, and the flags below.
+    """
+
+    uses_moment_loss = True  # the trainer adds beta(t) x moment loss and the aligned-image term
+    has_pose = True  # x, y, theta are meaningful outputs
 
     def __init__(self, config: ModelConfig):
         super().__init__()
