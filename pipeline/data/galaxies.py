@@ -204,12 +204,16 @@ def sample_galaxies(rng: np.random.Generator, n: int, *, size: int = GZ_SIZE,
     uniform in [0.15, 1]; bulge fraction skewed towards disks; centroid offset from the
     frame centre by a few pixels (Gaussian, 5 px sigma, at most 15 px in a 424-pixel
     frame, scaled with ``size``).  ``sky_noise`` (r band, nanomaggies per pixel) fixes the
-    noise of every galaxy; ``None`` draws it per galaxy, log-uniform in [0.003, 0.008].
+    noise of every galaxy; ``None`` draws it per galaxy: log-uniform in [0.003, 0.006] per
+    native 0.262" pixel, times the pixel-area ratio of the resampled cutout.
     """
     hlr_arcsec = np.exp(rng.normal(math.log(4.0), 0.35, n)).clip(1.5, 15.0)
     bulge_n = np.round(rng.uniform(2.0, 4.5, n) * 2.0) / 2.0
     bulge_fraction = rng.uniform(0.0, 1.0, n) ** 1.5
-    size_ratio = rng.uniform(0.2, 0.6, n)  # bulge hlr / disk hlr
+    # bulge hlr / disk hlr: small bulges in disks; bulge-dominated galaxies get a co-extensive
+    # faint disk (an envelope), not a huge one that would only slow the FFT down.
+    size_ratio = rng.uniform(0.2, 0.6, n)
+    size_ratio += (1.0 - size_ratio) * bulge_fraction ** 2
     # The composite hlr is linear in the disk hlr at fixed size ratio: solve with a unit disk.
     hlr1, p50_1, p90_1 = petrosian_radii(bulge_n, size_ratio, np.ones(n), bulge_fraction)
     disk_hlr_arcsec = hlr_arcsec / hlr1
@@ -223,8 +227,12 @@ def sample_galaxies(rng: np.random.Generator, n: int, *, size: int = GZ_SIZE,
     psf_fwhm = rng.uniform(1.0, 1.6, n)
     colours = np.stack([rng.normal(0.80, 0.05, n), rng.normal(0.45, 0.05, n),  # bulge g-r, r-z
                         rng.normal(0.45, 0.10, n), rng.normal(0.30, 0.08, n)], axis=1)  # disk
+    # DECaLS r-band sky noise is a few 0.001 nanomaggies per native 0.262" pixel; the cutout
+    # service resamples to the cutout scale, which scales flux per pixel (and so the noise)
+    # by the pixel-area ratio.
+    native = np.exp(rng.uniform(math.log(0.003), math.log(0.006), n))
     noise = (np.full(n, float(sky_noise)) if sky_noise is not None
-             else np.exp(rng.uniform(math.log(0.003), math.log(0.008), n)))
+             else native * (pixscale / NATIVE_PIXSCALE) ** 2)
     scale = size / GZ_SIZE
     offset = rng.normal(0.0, _OFFSET_SIGMA_PIX * scale, (n, 2))
     rad = np.hypot(offset[:, 0], offset[:, 1])
