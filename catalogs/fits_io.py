@@ -144,14 +144,7 @@ def _prepare(spec: ColumnSpec, values: Any, nrows: int | None) -> NDArray:
         arr = np.asarray(values)
         if arr.dtype.kind not in "USO":
             raise BadInputError(f"column {name!r} must hold strings, got dtype {arr.dtype}")
-        try:
-            arr = np.char.encode(arr.astype(str), "ascii") if arr.dtype.kind != "S" else arr
-        except UnicodeEncodeError as e:
-            raise BadInputError(f"column {name!r} has a non-ASCII value: {e.object!r}") from None
-        if arr.size and not all(_PRINTABLE.fullmatch(v.decode()) for v in np.unique(arr)):
-            raise BadInputError(f"column {name!r} has a non-printable character")
-        if arr.dtype.itemsize == 0:
-            arr = arr.astype("S1")
+        arr = _ascii_bytes(name, arr)
     else:
         arr = np.ma.getdata(values) if isinstance(values, np.ma.MaskedArray) else np.asarray(values)
         if arr.dtype.kind not in "biuf":
@@ -173,6 +166,26 @@ def _prepare(spec: ColumnSpec, values: Any, nrows: int | None) -> NDArray:
         raise BadInputError(f"column {name!r} must be one value per row, got shape {arr.shape}")
     if nrows is not None and len(arr) != nrows:
         raise BadInputError(f"column {name!r} has {len(arr)} rows, expected {nrows}")
+    return arr
+
+
+def _ascii_bytes(name: str, arr: NDArray) -> NDArray:
+    """Strings as fixed-width ASCII bytes, checked to be printable (vectorised)."""
+    if arr.dtype.kind == "O":
+        arr = arr.astype(str)
+    if arr.dtype.kind == "U":
+        width = max(1, arr.dtype.itemsize // 4)
+        codes = np.ascontiguousarray(arr).view(np.uint32)
+        if codes.size and codes.max() > 126:
+            bad = arr.ravel()[np.flatnonzero((codes.reshape(len(arr), -1) > 126).any(axis=1))[0]]
+            raise BadInputError(f"column {name!r} has a non-ASCII value: {bad!r}")
+        arr = arr.astype(f"S{width}")
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.itemsize == 0:
+        arr = arr.astype("S1")
+    raw = arr.view(np.uint8)
+    if raw.size and np.any((raw != 0) & ((raw < 32) | (raw > 126))):
+        raise BadInputError(f"column {name!r} has a non-printable character")
     return arr
 
 
@@ -238,7 +251,8 @@ def _fits_hdus(specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, laten
         fmt = f"{arr.dtype.itemsize}A" if spec.is_string else _FITS_FORMAT[spec.dtype.str[1:]]
         tdisp = f"A{arr.dtype.itemsize}" if spec.is_string else spec.tdisp
         cols.append(fits.Column(name=spec.name, format=fmt, unit=spec.unit, disp=tdisp, array=arr))
-    table = fits.BinTableHDU.from_columns(cols, name=CATALOG_EXTNAME)
+    # character_as_bytes: keep ids as bytes, or astropy decodes and re-encodes them (slow)
+    table = fits.BinTableHDU.from_columns(cols, name=CATALOG_EXTNAME, character_as_bytes=True)
     hdr = table.header
     for i, spec in enumerate(specs, start=1):
         hdr.set(f"TUCD{i}", spec.ucd, after=f"TDISP{i}")
@@ -283,7 +297,7 @@ def _write_parquet(fileobj, specs: list[ColumnSpec], arrays: dict[str, NDArray],
             meta["unit"] = spec.unit
         if spec.is_string:
             fields.append(pa.field(spec.name, pa.string(), nullable=False, metadata=meta))
-            columns.append(pa.array(np.char.decode(arr, "ascii"), type=pa.string()))
+            columns.append(pa.array(arr.astype(f"U{arr.dtype.itemsize}"), type=pa.string()))
         else:
             fields.append(pa.field(spec.name, pa.from_numpy_dtype(arr.dtype), nullable=False, metadata=meta))
             columns.append(pa.array(arr))
@@ -362,7 +376,9 @@ def write_catalog(
 
 def _native(arr: NDArray) -> NDArray:
     """A native-endian copy (FITS data is big-endian); strings as unicode."""
-    if arr.dtype.kind in "SU":
+    if arr.dtype.kind == "S":  # FITS pads with NULs (dropped by numpy) or spaces
+        return np.char.rstrip(np.asarray(arr).astype(f"U{max(1, arr.dtype.itemsize)}"), " ")
+    if arr.dtype.kind == "U":
         return np.asarray(arr, dtype=str)
     return arr.astype(arr.dtype.newbyteorder("="), copy=True)
 
@@ -399,7 +415,8 @@ class CatalogReader:
 
     def _open_fits(self) -> None:
         try:
-            self._hdul = fits.open(self.path, memmap=True, mode="readonly")
+            # bytes, decoded after row selection: astropy would decode whole columns on access
+            self._hdul = fits.open(self.path, memmap=True, mode="readonly", character_as_bytes=True)
             hdu = self._hdul[CATALOG_EXTNAME] if CATALOG_EXTNAME in self._hdul else self._hdul[1]
         except (OSError, IndexError, KeyError, ValueError) as e:
             self.close()

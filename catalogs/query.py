@@ -807,46 +807,44 @@ def write_selection(
 # ---------------------------------------------------------------- text output
 
 
-def _printf(name: str, arr: NDArray) -> tuple[str, bool]:
-    """(printf format, left-aligned) for a column, from the schema's TDISP where known."""
-    spec = column_spec(name)
+def _printf(name: str, arr: NDArray) -> tuple[int, str]:
+    """(minimum width, printf conversion without width) for a column, from the schema's TDISP."""
     if arr.dtype.kind in "US":
-        width = max(1, int(np.char.str_len(arr).max()) if arr.size else 1)
-        return f"%-{width}s", True
+        return (max(1, int(np.char.str_len(arr).max())) if arr.size else 1), "s"
+    spec = column_spec(name)
     tdisp = spec.tdisp if spec is not None else ("I11" if arr.dtype.kind in "iub" else "G14.7")
-    m = re.fullmatch(r"([FEGI])(\d+)(?:\.(\d+))?", tdisp)
-    code, width, digits = m.group(1), m.group(2), m.group(3)
+    code, width, digits = re.fullmatch(r"([FEGI])(\d+)(?:\.(\d+))?", tdisp).groups()
     if code == "I":
-        return f"%{width}d", False
-    conv = {"F": "f", "E": "E", "G": "G"}[code]
-    return f"%{width}.{digits}{conv}", False
+        return int(width), "d"
+    return int(width), f".{digits}{ {'F': 'f', 'E': 'E', 'G': 'G'}[code] }"
 
 
 def format_text(table: Table, chunk: int = 20_000) -> Iterator[str]:
-    """Lines of a fixed-width text table: names, units, a rule, then one line per row."""
-    formats, widths, lefts = [], [], []
-    for name in table.colnames:
-        arr = np.asarray(table[name])
-        fmt, left = _printf(name, arr)
-        unit = str(table[name].unit) if table[name].unit is not None else ""
-        sample = fmt % ("" if left else 0)
-        widths.append(max(len(sample), len(name), len(unit)))
-        formats.append(fmt)
+    """Lines of a fixed-width text table: names, units, a rule, then one line per row.
+
+    Numbers use the schema's display formats (TDISP) and are right-aligned; strings are
+    left-aligned.  NaN (null) prints as ``nan``.
+    """
+    names = table.colnames
+    units = [str(table[n].unit) if table[n].unit is not None else "" for n in names]
+    cells, widths, lefts = [], [], []
+    for name, unit in zip(names, units):
+        width, conv = _printf(name, np.asarray(table[name]))
+        width = max(width, len(name), len(unit))
+        left = conv == "s"
+        cells.append(f"%-{width}s" if left else f"%{width}{conv}")
+        widths.append(width)
         lefts.append(left)
 
-    def cell(text: str, width: int, left: bool) -> str:
+    def pad(text: str, width: int, left: bool) -> str:
         return text.ljust(width) if left else text.rjust(width)
 
-    units = [str(table[n].unit) if table[n].unit is not None else "" for n in table.colnames]
-    yield " ".join(cell(n, w, lf) for n, w, lf in zip(table.colnames, widths, lefts)).rstrip()
+    yield " ".join(pad(n, w, lf) for n, w, lf in zip(names, widths, lefts)).rstrip()
     if any(units):
-        yield " ".join(cell(t, w, lf) for t, w, lf in zip(units, widths, lefts)).rstrip()
+        yield " ".join(pad(t, w, lf) for t, w, lf in zip(units, widths, lefts)).rstrip()
     yield " ".join("-" * w for w in widths)
+    line = " ".join(cells)
     for start in range(0, len(table), chunk):
-        cols = []
-        for name, fmt, width, left in zip(table.colnames, formats, widths, lefts):
-            arr = np.asarray(table[name][start : start + chunk])
-            text = np.char.mod(fmt, arr)
-            cols.append(np.char.ljust(text, width) if left else np.char.rjust(text, width))
-        for row in zip(*cols):
-            yield " ".join(row).rstrip()
+        columns = [np.asarray(table[n][start : start + chunk]).tolist() for n in names]
+        for row in zip(*columns):
+            yield (line % row).rstrip()
