@@ -72,11 +72,16 @@ torch_version="$(sed -n 's/^torch==\([^ ;#]*\).*/\1/p' "$lock")"
     exit 2
 }
 
+# cpu: plain `pip install torch==X` (the instruction for these machines, where pip finds the
+# CPU wheel on disk); elsewhere set TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid
+# PyPI's CUDA build.  cuda: the PyTorch CUDA index.
 case "$variant" in
-    cpu) default_index="https://download.pytorch.org/whl/cpu" ;;
+    cpu) default_index="" ;;
     cuda) default_index="https://download.pytorch.org/whl/${TORCH_CUDA:-cu128}" ;;
 esac
 torch_index="${TORCH_INDEX:-$default_index}"
+index_flag=()
+[[ -n "$torch_index" ]] && index_flag=(--index-url "$torch_index")
 
 target="."
 [[ -n "$extras" ]] && target=".[${extras}]"
@@ -92,6 +97,6 @@ run() {
     fi
 }
 
-run "$python" -m pip install --no-deps --index-url "$torch_index" "torch==${torch_version}"
+run "$python" -m pip install --no-deps "${index_flag[@]}" "torch==${torch_version}"
 run "$python" -m pip install --constraint "$lock" "${editable_flag[@]}" "$target"
 run "$python" -m pip check

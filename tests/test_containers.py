@@ -168,7 +168,7 @@ def test_install_sh_cpu_commands():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines == [
-        f"+ python3 -m pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch=={_torch_pin()}",
+        f"+ python3 -m pip install --no-deps torch=={_torch_pin()}",
         "+ python3 -m pip install --constraint requirements/lock-cpu.txt --editable .[test]",
         "+ python3 -m pip check",
     ]
@@ -180,6 +180,8 @@ def test_install_sh_cuda_commands():
     assert f"--index-url https://download.pytorch.org/whl/cu128 torch=={_torch_pin()}" in proc.stdout
     assert "+ /opt/venv/bin/python -m pip install --constraint requirements/lock-cpu.txt .\n" in proc.stdout
     assert "/whl/cu126 " in _install("cuda", "--dry-run", TORCH_CUDA="cu126").stdout
+    cpu_index = _install("cpu", "--dry-run", TORCH_INDEX="https://download.pytorch.org/whl/cpu").stdout
+    assert "--index-url https://download.pytorch.org/whl/cpu torch==" in cpu_index
 
 
 @pytest.mark.parametrize("args", [(), ("rocm",), ("cpu", "--bogus")])

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up a fresh virtual environment and run the whole pipeline on the built-in demo survey
+# (the README's first command).  Output lands in ./demo-output/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+venv="${VENV:-.venv}"
+[[ -x "$venv/bin/python" ]] || python3.11 -m venv "$venv"
+PYTHON="$venv/bin/python" bash docker/install.sh cpu --editable
+"$venv/bin/galaxy-codae" run --demo --out "${OUT:-demo-output}" "$@"
