@@ -18,8 +18,8 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from pipeline.errors import BadInputError, ConfigError
 from pipeline.loss import beta_schedule, codae_loss, moment_targets
 from pipeline.model import build_model, load_model_state, model_state_dict
 
-__all__ = ["TrainResult", "train", "open_training_data"]
+__all__ = ["TrainResult", "train", "open_training_data", "distributed_from_environment"]
 
 METRIC_FIELDS = ["step", "epoch", "elapsed_s", "images_per_s", "beta", "loss", "reconstruction", "centroid",
                  "orientation", "aligned", "regularizer", "lr"]
@@ -51,6 +51,9 @@ class TrainResult:
     stopped_early: bool  # True when --max-minutes ended the run before its planned steps
     final_loss: float
     images_per_s: float
+    rank: int = 0  # this process's rank under torchrun (0 otherwise)
+    world_size: int = 1
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)  # the trained model, train mode
 
 
 class _EpochSampler(torch.utils.data.Sampler[int]):
@@ -83,6 +86,27 @@ def open_training_data(source: str | Path | Dataset) -> tuple[Dataset, dict]:
     desc = {"kind": "zarr", "path": str(Path(source).resolve()), "n_objects": len(store), "size": info.size,
             "channels": info.channels, "crop_size": info.crop_size, "catalog_sha256": info.catalog_sha256}
     return StoreImageDataset(source), desc
+
+
+@contextmanager
+def distributed_from_environment(device: str = "auto"):
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1), leave it afterwards.
+
+    NCCL on CUDA, gloo on CPU.  Outside torchrun this does nothing.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        yield
+        return
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _dist_info() -> tuple[int, int]:
@@ -138,8 +162,10 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
 
     model = build_model(config.model).to(device)
     moments_on = getattr(model, "uses_moment_loss", True)
-    if world > 1:
-        # Batch-norm statistics over the global batch: every rank sees the same normalisation.
+    if world > 1 and device.type == "cuda":
+        # Batch-norm statistics over the global batch, so every rank normalises alike (this includes
+        # the BatchNorm3d inside e2cnn's InnerBatchNorm).  SyncBatchNorm needs a GPU; on CPU (gloo)
+        # each rank normalises its own batch and DDP broadcasts rank 0's running statistics.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optim = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step, epoch, batch_in_epoch, rows = 0, 0, 0, []
@@ -156,6 +182,12 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
         out.mkdir(parents=True, exist_ok=True)
         (out / "figures").mkdir(exist_ok=True)
         save_config(config, out / "config.yaml")
+        import yaml
+
+        info = {"software_version": __version__, "world_size": world, "device": str(device),
+                "batch_size_per_process": tc.batch_size, "effective_batch_size": tc.batch_size * world,
+                "learning_rate": tc.lr, "planned_steps": planned, "steps_per_epoch": steps_per_epoch, "data": data_desc}
+        (out / "run_info.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
 
     # bf16 autocast on CUDA: tensor cores, no loss scaling needed; CPU stays float32 for exactness.
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
@@ -230,7 +262,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     return TrainResult(run_dir=out, checkpoint=ckpt_path, steps=step, epochs_completed=step / max(steps_per_epoch, 1),
                        stopped_early=stopped_early,
                        final_loss=float(last.total.item()) if last is not None else math.nan,
-                       images_per_s=seen / elapsed if elapsed > 0 else 0.0)
+                       images_per_s=seen / elapsed if elapsed > 0 else 0.0, rank=rank, world_size=world,
+                       model=model)
 
 
 def _row(step: int, epoch: float, elapsed: float, rate: float, terms, lr: float) -> dict:

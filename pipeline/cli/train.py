@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.checkpoint import load_checkpoint
     from pipeline.config import RunConfig, load_config
-    from pipeline.train import train
+    from pipeline.train import distributed_from_environment, train
 
     if args.config is not None:
         config = load_config(args.config)
@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.errors import BadInputError
 
         raise BadInputError(f"store not found: {args.store}")
-    result = train(config, args.store, args.out, resume=args.resume, progress=not args.quiet)
+    with distributed_from_environment(config.train.device):
+        result = train(config, args.store, args.out, resume=args.resume, progress=not args.quiet)
+    if result.rank != 0:
+        return 0
     state = "stopped at its time budget" if result.stopped_early else "finished"
     print(f"train: {state} after {result.steps} steps ({result.epochs_completed:.2f} epochs), "
           f"loss {result.final_loss:.5f}, {result.images_per_s:.1f} img/s; checkpoint {result.checkpoint}")
