@@ -42,6 +42,7 @@ __all__ = [
     "ImageInfo",
     "CropSpec",
     "FITS_STRETCH",
+    "RESAMPLE",
     "sniff_format",
     "probe_image",
     "read_cutout",
@@ -71,6 +72,10 @@ FITS_STRETCH: dict[str, object] = {
     "clip": [0.0, 1.0],
     "applied": "per image, all bands together, on the crop before the resize",
 }
+
+#: The anti-aliased resampling filter of the crop-and-resize step (PIL widens its support by the
+#: downscale factor, so every filter but NEAREST low-passes before sampling).
+RESAMPLE = Image.Resampling.LANCZOS
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # cutouts are small; a huge "cutout" is an input error, not a bomb
 
@@ -195,17 +200,27 @@ def _check_shape(path: Path, info: ImageInfo, expect: ImageInfo) -> None:
         raise RejectedImage("wrong_dimensions", msg)
 
 
-def _read_8bit(path: Path, info: ImageInfo, crop: CropSpec) -> NDArray[np.uint8]:
-    mode = "RGB" if info.channels == 3 else "L"
+def _read_8bit(path: Path, fmt: str, crop: CropSpec, expect: ImageInfo | None) -> NDArray[np.uint8]:
     try:
-        with Image.open(path) as im:
+        im = Image.open(path)  # parses the header only; opened once (an open costs ~0.2 ms)
+    except Exception as e:
+        raise RejectedImage("corrupt_image", f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+    with im:
+        if im.mode not in _PIL_CHANNELS:
+            raise RejectedImage("wrong_dimensions", f"{path}: unsupported image mode {im.mode}")
+        info = ImageInfo(fmt, "8bit", im.size[0], im.size[1], _PIL_CHANNELS[im.mode])
+        if expect is not None:
+            _check_shape(path, info, expect)
+        mode = "RGB" if info.channels == 3 else "L"
+        try:
             if im.format == "JPEG":
                 # Decode at 1/2, 1/4 or 1/8 in the DCT domain, keeping >= `size` pixels across the crop.
                 need = math.ceil(info.width * crop.size / crop.crop_size)
                 need_h = math.ceil(info.height * crop.size / crop.crop_size)
                 im.draft(mode, (need, need_h))
-            if im.mode == "I;16" or im.mode == "I":
-                im = im.point(lambda v: v / 257.0).convert("L") if im.mode == "I;16" else im.convert("L")
+            if im.mode in ("I;16", "I"):  # 16-bit PNG: scale to 8 bits
+                scale = 257.0 if im.mode == "I;16" else max(1.0, float(np.max(np.asarray(im))) / 255.0)
+                im = Image.fromarray(np.clip(np.asarray(im) / scale, 0, 255).astype(np.uint8))
             if im.mode != mode:
                 im = im.convert(mode)
             sx, sy = info.width / im.size[0], info.height / im.size[1]
@@ -215,12 +230,10 @@ def _read_8bit(path: Path, info: ImageInfo, crop: CropSpec) -> NDArray[np.uint8]
                 (crop.start_x + crop.crop_size) / sx,
                 (crop.start_y + crop.crop_size) / sy,
             )
-            out = im.resize((crop.size, crop.size), Image.Resampling.LANCZOS, box=box)
+            out = im.resize((crop.size, crop.size), RESAMPLE, box=box)
             arr = np.asarray(out, dtype=np.uint8)
-    except RejectedImage:
-        raise
-    except Exception as e:  # truncated data, bad Huffman tables, ...: PIL raises OSError/SyntaxError/ValueError
-        raise RejectedImage("corrupt_image", f"{path}: cannot decode ({type(e).__name__}: {e})") from None
+        except Exception as e:  # truncated data, bad Huffman tables, ...: PIL raises OSError/SyntaxError/ValueError
+            raise RejectedImage("corrupt_image", f"{path}: cannot decode ({type(e).__name__}: {e})") from None
     if arr.ndim == 2:
         arr = arr[None]  # (1, H, W)
     else:
@@ -250,7 +263,7 @@ def _read_fits(path: Path, crop: CropSpec) -> NDArray[np.float16]:
     cut = np.clip((cut - lo) / scale, 0.0, 1.0).astype(np.float32)
     out = np.empty((cut.shape[0], crop.size, crop.size), dtype=np.float16)
     for b in range(cut.shape[0]):
-        band = Image.fromarray(cut[b], mode="F").resize((crop.size, crop.size), Image.Resampling.LANCZOS)
+        band = Image.fromarray(cut[b], mode="F").resize((crop.size, crop.size), RESAMPLE)
         out[b] = np.clip(np.asarray(band), 0.0, 1.0)  # Lanczos rings slightly outside [0, 1]
     return out
 
@@ -261,12 +274,13 @@ def read_cutout(path: Path, crop: CropSpec, *, expect: ImageInfo | None = None) 
     JPEG/PNG give uint8 (0-255, as in the file); FITS gives float16 after :data:`FITS_STRETCH`.
     ``expect``: the survey's image shape; a different one raises ``RejectedImage("wrong_dimensions")``.
     """
+    fmt = _check_file(path)
+    if fmt != "fits":
+        return _read_8bit(path, fmt, crop, expect)
     info = probe_image(path)
     if expect is not None:
         _check_shape(path, info, expect)
-    if info.kind == "float":
-        return _read_fits(path, crop)
-    return _read_8bit(path, info, crop)
+    return _read_fits(path, crop)
 
 
 # ----------------------------------------------------------------------------- catalogues
