@@ -15,45 +15,51 @@ from pipeline.conventions import cutout_to_store_pixels, store_to_cutout_pixels
 from pipeline.data.dataset import ShardBlockSampler, StoreImageDataset
 from pipeline.data.ingest import ingest_survey, plan_ingest
 from pipeline.data.store import open_store
+from pipeline.data.survey import write_demo_survey
 from pipeline.errors import BadInputError
 from tests.test_ingest import make_survey
 
 
 @pytest.fixture(scope="module")
 def gz_store(tmp_path_factory):
-    """30 Galaxy Zoo-sized (424 px RGB JPEG) cutouts in shards of 16: (survey root, store path)."""
+    """A 24-galaxy demo survey (424 px RGB JPEGs, Galaxy Zoo DECaLS layout) in shards of 16: (root, store)."""
     tmp = tmp_path_factory.mktemp("gz")
-    root = make_survey(tmp / "survey", 30, side=424)
+    root = write_demo_survey(tmp / "survey", 24, seed=3, progress=False)
     ingest_survey(root / "catalog.parquet", root / "images", tmp / "st.zarr", shard_size=16)
     return root, tmp / "st.zarr"
 
 
 def test_round_trip_matches_crop_and_resize_of_the_source_pixels(gz_store):
-    """Tolerance: the store decodes JPEGs in draft mode (DCT-domain 1/2 scale) and then resizes with
-    Lanczos; against a full-resolution decode + crop + Lanczos resize it differs by at most 3 grey
-    levels per pixel (0.6 on average), measured 2 max, 0.31 mean."""
+    """Tolerance.  The store decodes JPEGs in draft mode (libjpeg's DCT-domain 1/2 scaling) and then
+    area-averages 2x2; the reference decodes at full resolution, crops and area-averages 4x4.  The
+    decoders differ near bright cores: measured on 300 demo galaxies, mean 0.39 grey levels, 99 % of
+    pixels within 2, worst pixel 16, worst image mean 2.1.  Allowed: worst pixel 24, image mean 2.5,
+    99th percentile 3, mean 0.6."""
     root, path = gz_store
     store = open_store(path)
     cat = pd.read_parquet(root / "catalog.parquet")
     info = store.info
-    assert (len(store), info.channels, info.size, info.dtype) == (30, 3, 64, "uint8")
-    assert (info.crop_size, info.crop_start_x, info.crop_start_y) == (212, 106, 106)
+    assert (len(store), info.channels, info.size, info.dtype) == (24, 3, 64, "uint8")
+    assert (info.crop_size, info.crop_start_x, info.crop_start_y) == (256, 84, 84)
     assert (info.source_width, info.source_height, info.flipped, info.shard_size) == (424, 424, False, 16)
     assert info.attrs["complete"] is True and len(info.catalog_sha256) == 64
-    assert store.shard_ranges() == [(0, 16), (16, 30)]
+    assert store.shard_ranges() == [(0, 16), (16, 24)]
     imgs = store.read_images(0, len(store)).astype(np.float64)  # (N, C, H, W)
+    diffs = []
     for i, rel in enumerate(cat.file_loc):
         with Image.open(root / "images" / rel) as im:
-            box = (106, 106, 318, 318)
-            ref = np.asarray(im.convert("RGB").crop(box).resize((64, 64), Image.Resampling.LANCZOS), np.float64)
+            box = (84, 84, 340, 340)
+            ref = np.asarray(im.convert("RGB").crop(box).resize((64, 64), Image.Resampling.BOX), np.float64)
         diff = np.abs(imgs[i] - ref.transpose(2, 0, 1))
-        assert diff.max() <= 3 and diff.mean() <= 0.6, (i, diff.max(), diff.mean())
+        assert diff.max() <= 24 and diff.mean() <= 2.5, (i, diff.max(), diff.mean())
+        diffs.append(diff)
+    assert np.percentile(diffs, 99) <= 3 and np.mean(diffs) <= 0.6
     assert list(store.ids) == list(cat.iauname)
     np.testing.assert_array_equal(store.ra, cat.ra.to_numpy())
     np.testing.assert_array_equal(store.dec, cat.dec.to_numpy())
     assert list(store.source_paths) == list(cat.file_loc)
     np.testing.assert_array_equal(store.column("petro_th50"), cat.petro_th50.to_numpy())
-    assert store.columns == ["note", "petro_th50"]
+    assert store.columns == ["petro_th50"]
     with pytest.raises(KeyError, match="has no column 'nope'"):
         store.column("nope")
     np.testing.assert_array_equal(store.read_indices([7, 2, 7]), store.read_images(0, 8)[[7, 2, 7]])
@@ -113,7 +119,7 @@ def test_a_survey_without_one_readable_cutout_stops_with_one_line(tmp_path):
 def test_dataset_gives_float_tensors_in_0_1_with_store_indices(gz_store):
     _, path = gz_store
     store = open_store(path)
-    ds = StoreImageDataset(path, indices=[3, 17, 29, 0])
+    ds = StoreImageDataset(path, indices=[3, 17, 23, 0])
     assert len(ds) == 4
     x, j = ds[1]
     assert x.dtype == torch.float32 and x.shape == (3, 64, 64) and j == 17
@@ -122,10 +128,10 @@ def test_dataset_gives_float_tensors_in_0_1_with_store_indices(gz_store):
     assert clone._store is None and torch.equal(clone[1][0], x)
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
     batches = list(loader)
-    assert [b[1].tolist() for b in batches] == [[3, 17, 29], [0]]
+    assert [b[1].tolist() for b in batches] == [[3, 17, 23], [0]]
     assert torch.equal(batches[0][0][1], x) and float(batches[0][0].max()) <= 1.0
     with pytest.raises(IndexError):
-        StoreImageDataset(path, indices=[30])
+        StoreImageDataset(path, indices=[24])
 
 
 def test_shard_block_sampler_is_a_permutation_visiting_one_block_at_a_time():

@@ -14,7 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output Zarr store (directory)")
     parser.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
     parser.add_argument(
-        "--crop", type=int, default=None, help="centre crop side in pixels of the original cutout (default: half the side)"
+        "--crop",
+        type=int,
+        default=None,
+        help="centre crop side in pixels of the original cutout (default: 256/424 of the shorter side, 256 for Galaxy Zoo)",
     )
     parser.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: this process)")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (overrides --workers)")
