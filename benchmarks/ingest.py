@@ -55,17 +55,17 @@ def bare_decode_rate(paths: list[str], processes: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def ingest_rate(survey: Path, out: Path, *, workers: int, cluster: bool) -> float:
+def ingest_rate(survey: Path, out: Path, *, workers: int, cluster: bool, shard_size: int) -> float:
     from pipeline.data.ingest import ingest_survey
 
     n = len(pd.read_parquet(survey / "catalog.parquet"))
     if not cluster:
         t = time.perf_counter()
-        ingest_survey(survey / "catalog.parquet", survey / "images", out, overwrite=True)
+        ingest_survey(survey / "catalog.parquet", survey / "images", out, overwrite=True, shard_size=shard_size)
         return n / (time.perf_counter() - t)
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
         with Client(lc) as c:
             c.run(lambda: __import__("pipeline.data.ingest"))  # warm imports, as a long-lived cluster would be
         t = time.perf_counter()
@@ -150,6 +150,10 @@ def crop_study(survey: Path, n: int = 300) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument(
+        "--shard-size", type=int, default=128, help="small shards so a small survey has blocks for 2 workers"
+    )
+    ap.add_argument("--memory-small", type=int, default=2000)
     ap.add_argument("--memory-n", type=int, default=20000)
     ap.add_argument("--survey", type=Path, default=None, help="an existing demo survey (default: write one)")
     ap.add_argument("--crop-study", action="store_true")
@@ -171,32 +175,33 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}  objects: {n}")
     bare1, bare2 = bare_decode_rate(paths, 1), bare_decode_rate(paths, 2)
     print(f"bare full-resolution JPEG decode: 1 process {bare1:7.0f}/s   2 processes {bare2:7.0f}/s")
-    serial = ingest_rate(survey, tmp / "s.zarr", workers=1, cluster=False)
-    d1 = ingest_rate(survey, tmp / "d1.zarr", workers=1, cluster=True)
-    d2 = ingest_rate(survey, tmp / "d2.zarr", workers=2, cluster=True)
+    serial = ingest_rate(survey, tmp / "s.zarr", workers=1, cluster=False, shard_size=args.shard_size)
+    d1 = ingest_rate(survey, tmp / "d1.zarr", workers=1, cluster=True, shard_size=args.shard_size)
+    d2 = ingest_rate(survey, tmp / "d2.zarr", workers=2, cluster=True, shard_size=args.shard_size)
     print(
-        f"ingest (size 64, crop 212): in-process {serial:7.0f}/s  ({100 * serial / bare1:.0f} % of bare 1-process decode)"
+        f"ingest (size 64, default crop): in-process {serial:7.0f}/s  ({100 * serial / bare1:.0f} % of bare 1-process decode)"
     )
     print(
         f"ingest, Dask LocalCluster:   1 worker {d1:7.0f}/s   2 workers {d2:7.0f}/s  ({100 * d2 / bare2:.0f} % of bare 2-process decode)"
     )
     print(f"speed-up 1 -> 2 workers: {d2 / d1:.2f}x (Dask)   {d2 / serial:.2f}x (vs in-process)")
 
-    small = peak_memory_mib(survey / "catalog.parquet", survey / "images", tmp / "m1.zarr")
-    if args.memory_n:
-        reps = int(np.ceil(args.memory_n / n))
+    def rows(m: int) -> Path:  # a catalogue of m rows re-using the survey's files under distinct ids
+        reps = int(np.ceil(m / n))
         big = pd.concat([cat.assign(iauname=cat.iauname + f"_{r}") for r in range(reps)], ignore_index=True)
-        big = big.iloc[: args.memory_n]
-        big.to_parquet(tmp / "big.parquet")
+        big.iloc[:m].to_parquet(tmp / f"rows{m}.parquet")
+        return tmp / f"rows{m}.parquet"
+
+    mem = {}
+    for m in (args.memory_small, args.memory_n):
         t = time.perf_counter()
-        large = peak_memory_mib(tmp / "big.parquet", survey / "images", tmp / "m2.zarr")
-        big_rate = len(big) / (time.perf_counter() - t)
+        mem[m] = peak_memory_mib(rows(m), survey / "images", tmp / f"m{m}.zarr")
         print(
-            f"peak RSS (workers=1): {n} rows {small:.0f} MiB   {len(big)} rows {large:.0f} MiB   "
-            f"ratio {large / small:.2f}   ({big_rate:.0f} rows/s incl. interpreter start)"
+            f"peak RSS (workers=1, {m} rows): {mem[m]:.0f} MiB  ({m / (time.perf_counter() - t):.0f} rows/s incl. start)"
         )
-    else:
-        print(f"peak RSS (workers=1): {n} rows {small:.0f} MiB")
+    print(
+        f"peak memory ratio {args.memory_n} / {args.memory_small} rows: {mem[args.memory_n] / mem[args.memory_small]:.2f}"
+    )
 
     r = read_figures(tmp / "s.zarr")
     print(
