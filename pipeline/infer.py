@@ -1,0 +1,528 @@
+"""Inference: a Zarr store and a checkpoint -> the FITS catalogue of ``../shared/CONTRACT.md``.
+
+The work is cut per store shard (objects ``[k * shard_size, (k + 1) * shard_size)``):
+
+1. :func:`plan_inference` checks the store and the checkpoint and writes ``plan.json`` in a
+   work directory (by default ``<out>.partial`` beside the catalogue).  A rerun with the same
+   store and checkpoint reuses the plan and every finished part; a different checkpoint or
+   store clears the stale parts.
+2. :func:`infer_shard` runs the model on one shard and writes ``parts/part-<k>.npz``
+   atomically (temporary name, fsync, rename).  A part holds every column keyed by ``id``;
+   an existing, readable part made with the same checkpoint is reused, not recomputed.
+   Each process loads the model once (a cache keyed by checkpoint SHA-256 and device) and
+   runs it in its exported plain-torch form (:meth:`CODAE.export`, identical outputs, faster).
+3. :func:`merge_parts` joins the parts, keys rows by id into store order (never by the
+   order workers finish), checks that the ids are unique and are exactly the store's, sets
+   the reconstruction-outlier flag over the whole catalogue and writes it once, atomically,
+   with :func:`catalogs.fits_io.write_catalog`.  Then the work directory is removed.
+
+:func:`infer_catalog` does all three, over a Dask cluster for ``workers > 1`` (a
+``LocalCluster`` of single-threaded processes) or an existing scheduler (``scheduler``);
+``workers=1`` without a scheduler runs in this process (no cluster to start).  Tasks ask
+for ``resources={"GPU": 1}`` only when some worker of the cluster advertises a GPU resource.
+
+Columns and frames
+------------------
+The model sees store images (display frame, ``size`` pixels after the centre crop and
+resize).  ``x_pix``/``y_pix`` go back to the original cutout frame with
+:func:`pipeline.conventions.store_to_cutout_pixels` (x with ``crop_start_x``, y with
+``crop_start_y``).  ``theta_deg`` is in [0, 360) CCW from +x as displayed; ``pa_deg`` and
+``moment_pa_deg`` are :func:`pipeline.conventions.theta_to_pa` of the model and moment
+orientations.  Moments are taken on the background-subtracted input with the checkpoint's
+``loss.background_ring`` and ``loss.background_sigma``.
+
+Flags (bits of :mod:`catalogs.schema`)
+--------------------------------------
+- ``FLAG_ORIENTATION_ILL_DEFINED`` (1): ``moment_axis_ratio >`` :data:`NEAR_ROUND_AXIS_RATIO`
+  (0.9).  The moment anisotropy is ``(1 - q^2) / (1 + q^2)``, so this is the same cut as
+  anisotropy < 0.105; one threshold covers both.
+- ``FLAG_CENTROID_NEAR_EDGE`` (2): the model centroid lies within :data:`EDGE_MARGIN_PIX`
+  (2) store pixels of the store image's edge (or outside it).
+- ``FLAG_RECON_OUTLIER`` (4): ``recon_mse > median + 5 x 1.4826 x MAD`` over the whole
+  catalogue (:data:`RECON_OUTLIER_K`), computed at the merge.
+
+Precision: float32 everywhere (CPU and CUDA); bfloat16 autocast is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from catalogs.schema import FLAG_CENTROID_NEAR_EDGE, FLAG_ORIENTATION_ILL_DEFINED, FLAG_RECON_OUTLIER, latent_names
+from pipeline import __version__
+from pipeline.conventions import store_to_cutout_pixels, theta_to_pa, wrap_360
+from pipeline.errors import BadInputError, ConfigError
+
+__all__ = [
+    "NEAR_ROUND_AXIS_RATIO",
+    "EDGE_MARGIN_PIX",
+    "RECON_OUTLIER_K",
+    "InferencePlan",
+    "plan_inference",
+    "infer_shard",
+    "merge_parts",
+    "infer_catalog",
+    "load_inference_model",
+    "default_work_dir",
+]
+
+#: flag bit 1 above this moment minor/major axis ratio (near-round: orientation ill-defined).
+NEAR_ROUND_AXIS_RATIO: float = 0.9
+#: flag bit 2 when the centroid is within this many store pixels of the image edge.
+EDGE_MARGIN_PIX: float = 2.0
+#: flag bit 4 above median + K x (1.4826 x MAD) of ``recon_mse`` over the catalogue.
+RECON_OUTLIER_K: float = 5.0
+#: format of plan.json and of the part files.
+PLAN_FORMAT = 1
+
+_PLAN = "plan.json"
+_PARTS = "parts"
+
+
+def default_work_dir(out: str | os.PathLike) -> Path:
+    """Where an inference for catalogue ``out`` keeps its plan and parts: ``<out>.partial``."""
+    return Path(str(out) + ".partial")
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """What an inference does, as written to ``<work>/plan.json``.
+
+    ``shard_ranges``: ``[start, stop)`` store objects per part; ``device``: the choice passed
+    to :func:`pipeline.device.pick_device` in each worker; ``background_ring`` (pixels) and
+    ``background_sigma``: the moment background of the checkpoint's loss config.
+    """
+
+    format: int
+    work_dir: str
+    store: str
+    store_created: str
+    store_catalog_sha256: str
+    n_objects: int
+    size: int
+    channels: int
+    crop_start_x: int
+    crop_start_y: int
+    crop_size: int
+    checkpoint: str
+    checkpoint_sha256: str
+    latent_dim: int
+    model_kind: str
+    batch_size: int
+    device: str
+    background_ring: int
+    background_sigma: float
+    shard_ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def work(self) -> Path:
+        return Path(self.work_dir)
+
+    def part_path(self, shard_index: int) -> Path:
+        """The part file of shard ``shard_index``."""
+        return self.work / _PARTS / f"part-{shard_index:05d}.npz"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide whether finished parts can be reused."""
+        return {k: getattr(self, k) for k in ("store", "store_created", "store_catalog_sha256", "n_objects",
+                                               "checkpoint_sha256", "crop_start_x", "crop_start_y", "crop_size",
+                                               "size", "shard_ranges", "background_ring", "background_sigma")}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_plan(work_dir: str | os.PathLike) -> InferencePlan:
+    """The plan in ``work_dir`` (BadInputError if absent or unreadable)."""
+    path = Path(work_dir) / _PLAN
+    try:
+        data = json.loads(path.read_text())
+        data["shard_ranges"] = tuple(tuple(int(v) for v in r) for r in data["shard_ranges"])
+        return InferencePlan(**data)
+    except FileNotFoundError:
+        raise BadInputError(f"no inference plan in {work_dir} (run plan_inference first)") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise BadInputError(f"{path}: unreadable inference plan ({e})") from None
+
+
+def plan_inference(store: str | os.PathLike, checkpoint: str | os.PathLike, work_dir: str | os.PathLike, *,
+                   batch_size: int = 256, device: str = "auto") -> InferencePlan:
+    """Check the inputs and write (or reuse) the plan in ``work_dir``; return it.
+
+    Raises :class:`BadInputError` for a missing or incomplete store, an unreadable or
+    mismatched checkpoint (image size or channels differ from the store's), and
+    :class:`ConfigError` for a bad ``batch_size`` or ``device``.
+    """
+    from pipeline.checkpoint import file_sha256, load_checkpoint
+    from pipeline.data.store import open_store
+    from pipeline.device import pick_device
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    pick_device(device)  # validates the choice here, once, rather than in every worker
+    st = open_store(store)
+    info = st.info
+    if info.n_objects == 0:
+        raise BadInputError(f"store {store} holds no objects")
+    ckpt = Path(checkpoint).resolve()
+    state = load_checkpoint(ckpt)
+    mc = state["config"].model
+    if mc.image_size != info.size or mc.channels != info.channels:
+        raise BadInputError(f"{checkpoint}: model expects {mc.channels}x{mc.image_size}x{mc.image_size} images, "
+                            f"store {store} holds {info.channels}x{info.size}x{info.size}")
+    work = Path(work_dir).resolve()
+    plan = InferencePlan(
+        format=PLAN_FORMAT, work_dir=str(work), store=str(Path(store).resolve()),
+        store_created=str(info.attrs.get("created", "")), store_catalog_sha256=info.catalog_sha256,
+        n_objects=info.n_objects, size=info.size, channels=info.channels, crop_start_x=info.crop_start_x,
+        crop_start_y=info.crop_start_y, crop_size=info.crop_size, checkpoint=str(ckpt),
+        checkpoint_sha256=file_sha256(ckpt), latent_dim=int(mc.latent_dim), model_kind=str(mc.kind),
+        batch_size=batch_size, device=device, background_ring=int(state["config"].loss.background_ring),
+        background_sigma=float(state["config"].loss.background_sigma),
+        shard_ranges=tuple((int(a), int(b)) for a, b in st.shard_ranges()))
+    work.mkdir(parents=True, exist_ok=True)
+    parts = work / _PARTS
+    if (work / _PLAN).is_file():
+        try:
+            old = read_plan(work)
+            same = old.identity() == plan.identity()
+        except BadInputError:
+            same = False
+        if not same and parts.is_dir():  # another checkpoint or store: its parts are stale
+            shutil.rmtree(parts)
+    parts.mkdir(exist_ok=True)
+    _atomic_write_text(work / _PLAN, json.dumps(asdict(plan), indent=1))
+    return plan
+
+
+# ---------------------------------------------------------------- the model, once per process
+
+#: (checkpoint SHA-256, device) -> (model ready for inference, exported?).  One per process.
+_MODEL_CACHE: dict[tuple[str, str], tuple[Any, bool]] = {}
+
+
+def load_inference_model(checkpoint: str | os.PathLike, *, device: str = "auto", export: bool = True,
+                         sha256: str | None = None):
+    """Load a checkpoint's model in eval mode on ``device``, exported to plain torch when it can be.
+
+    Returns ``(model, exported, sha256)``.  Cached per process by (checkpoint SHA-256, device,
+    export): a worker loads a model once however many shards it runs.  ``sha256``: the digest
+    the plan recorded; a checkpoint file changed since is a :class:`BadInputError`.
+    """
+    from pipeline.checkpoint import file_sha256, load_model
+    from pipeline.device import pick_device
+
+    dev = pick_device(device)
+    sha = file_sha256(checkpoint)
+    if sha256 is not None and sha != sha256:
+        raise BadInputError(f"{checkpoint} changed since the inference was planned (SHA-256 differs); "
+                            "delete the work directory or rerun with the same checkpoint")
+    key = (sha, f"{dev}|{export}")
+    if key not in _MODEL_CACHE:
+        # load_model builds a fresh model in eval mode; export() turns the e2cnn trunk into
+        # plain torch in place (no deepcopy: copying an eval-mode e2cnn model fails).
+        model, _ = load_model(checkpoint, map_location="cpu")
+        exported = False
+        if export and hasattr(model, "export"):
+            model.export()
+            exported = True
+        _MODEL_CACHE[key] = (model.to(dev).eval(), exported)
+    model, exported = _MODEL_CACHE[key]
+    return model, exported, sha
+
+
+def _to_device(batch: np.ndarray, scale: float, device):
+    """uint8/float16 store images -> float32 tensor in [0, 1] on ``device`` (pinned for CUDA copies)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32) * np.float32(scale))
+    if device.type == "cuda":
+        # pinned host memory lets the copy run asynchronously with the previous batch's kernels
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def _unicode(arr) -> np.ndarray:
+    """Ids as a fixed-width unicode array (the store may hold numpy's variable-width StringDType)."""
+    return np.asarray(np.asarray(arr).tolist(), dtype=np.str_)
+
+
+def _part_ok(path: Path, plan: InferencePlan, start: int, stop: int) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return (str(z["checkpoint_sha256"]) == plan.checkpoint_sha256 and int(z["start"]) == start
+                    and int(z["stop"]) == stop and len(z["id"]) == stop - start)
+    except (OSError, ValueError, KeyError, EOFError):
+        return False
+
+
+def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
+    """Run the model on one store shard and write its part file atomically; return the part's path.
+
+    A part is an ``.npz`` of per-object arrays keyed by ``id`` (store frame converted to the
+    cutout frame, see the module docstring), plus ``start``, ``stop``, ``checkpoint_sha256``
+    and ``device``.  An existing readable part of the same checkpoint is reused as it is.
+    """
+    import torch
+
+    from pipeline.data.store import open_store
+    from pipeline.predict import concat, predict_batch
+
+    plan = read_plan(work_dir)
+    if not 0 <= shard_index < len(plan.shard_ranges):
+        raise BadInputError(f"shard {shard_index} out of range [0, {len(plan.shard_ranges)})")
+    start, stop = plan.shard_ranges[shard_index]
+    out = plan.part_path(shard_index)
+    if out.is_file() and _part_ok(out, plan, start, stop):
+        return out
+
+    model, exported, _ = load_inference_model(plan.checkpoint, device=plan.device, sha256=plan.checkpoint_sha256)
+    dev = next(model.parameters()).device
+    st = open_store(plan.store)
+    if st.info.n_objects != plan.n_objects:
+        raise BadInputError(f"store {plan.store} changed since the inference was planned")
+    scale = 1.0 / 255.0 if st.info.dtype == "uint8" else 1.0
+    images = st.read_images(start, stop)  # (n, C, S, S), one shard
+    ids = _unicode(st.ids[start:stop])
+    preds = []
+    with torch.inference_mode():
+        for a in range(0, len(images), plan.batch_size):
+            batch = _to_device(images[a:a + plan.batch_size], scale, dev)
+            preds.append(predict_batch(model, batch, background_ring=plan.background_ring,
+                                       background_sigma=plan.background_sigma))
+    p = concat(preds)
+
+    size = plan.size
+    x_cut = store_to_cutout_pixels(p.x_pix, crop_start=plan.crop_start_x, crop_size=plan.crop_size, size=size)
+    y_cut = store_to_cutout_pixels(p.y_pix, crop_start=plan.crop_start_y, crop_size=plan.crop_size, size=size)
+    theta = wrap_360(p.theta_deg).astype(np.float32)
+    theta[theta >= 360.0] = 0.0  # float32 rounding of 359.99999 must stay in [0, 360)
+    flags = np.zeros(len(ids), dtype=np.int16)
+    flags[~(p.moment_axis_ratio <= NEAR_ROUND_AXIS_RATIO)] |= FLAG_ORIENTATION_ILL_DEFINED  # NaN counts as round
+    lo, hi = EDGE_MARGIN_PIX - 0.5, size - 0.5 - EDGE_MARGIN_PIX  # pixel edges at -0.5 and size - 0.5
+    near = ~((p.x_pix >= lo) & (p.x_pix <= hi) & (p.y_pix >= lo) & (p.y_pix <= hi))
+    flags[near] |= FLAG_CENTROID_NEAR_EDGE
+    arrays: dict[str, np.ndarray] = {
+        "id": ids, "ra": np.asarray(st.ra[start:stop], dtype=np.float64),
+        "dec": np.asarray(st.dec[start:stop], dtype=np.float64),
+        "x_pix": x_cut.astype(np.float32), "y_pix": y_cut.astype(np.float32), "theta_deg": theta,
+        "pa_deg": theta_to_pa(p.theta_deg).astype(np.float32),
+        "moment_pa_deg": theta_to_pa(p.moment_theta_deg).astype(np.float32),
+        "moment_axis_ratio": p.moment_axis_ratio.astype(np.float32),
+        "z": p.z.astype(np.float32), "recon_mse": p.recon_mse.astype(np.float32), "flags": flags,
+        "start": np.int64(start), "stop": np.int64(stop), "checkpoint_sha256": np.str_(plan.checkpoint_sha256),
+        "device": np.str_(str(dev)), "exported": np.bool_(exported),
+    }
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+# ---------------------------------------------------------------- merge
+
+
+def recon_outlier_threshold(recon_mse: np.ndarray, k: float = RECON_OUTLIER_K) -> float:
+    """``median + k x 1.4826 x MAD`` of the finite values (the robust sigma of a normal)."""
+    v = np.asarray(recon_mse, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("inf")
+    med = float(np.median(v))
+    return med + k * 1.4826 * float(np.median(np.abs(v - med)))
+
+
+def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: Literal["fits", "parquet"] = "fits",
+                overwrite: bool = False, config: dict[str, Any] | None = None, cleanup: bool = True) -> Path:
+    """Join every part into the catalogue ``out`` (written once, atomically); return its path.
+
+    Rows are keyed by id and written in store order.  Refuses (:class:`BadInputError`, nothing
+    written) when a part is missing or made with another checkpoint, when an id appears twice,
+    when an id is not in the store, or when the row count differs from the store's.
+    ``config``: extra inference settings recorded in the ``INFCONF`` header.  ``cleanup``
+    removes the work directory after the catalogue is written.
+    """
+    from pipeline.data.store import open_store
+
+    plan = read_plan(work_dir)
+    missing = [k for k in range(len(plan.shard_ranges)) if not plan.part_path(k).is_file()]
+    if missing:
+        raise BadInputError(f"{len(missing)} of {len(plan.shard_ranges)} inference parts are missing "
+                            f"(first: shard {missing[0]}); run infer_shard for them before merging")
+    cols: dict[str, list[np.ndarray]] = {}
+    devices, exported = set(), set()
+    for k in range(len(plan.shard_ranges)):
+        with np.load(plan.part_path(k), allow_pickle=False) as z:
+            if str(z["checkpoint_sha256"]) != plan.checkpoint_sha256:
+                raise BadInputError(f"part {k} was made with another checkpoint; delete {plan.work} and rerun")
+            devices.add(str(z["device"]))
+            exported.add(bool(z["exported"]))
+            for name in ("id", "ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg",
+                         "moment_axis_ratio", "z", "recon_mse", "flags"):
+                cols.setdefault(name, []).append(z[name])
+    data = {name: np.concatenate(v) for name, v in cols.items()}
+    ids = data["id"]
+
+    st = open_store(plan.store)
+    store_ids = _unicode(st.ids)
+    uniq, counts = np.unique(ids, return_counts=True)
+    if uniq.size != ids.size:
+        raise BadInputError(f"inference parts hold id {str(uniq[counts > 1][0])!r} more than once; "
+                            "refusing to write a catalogue with duplicate rows")
+    if ids.size != store_ids.size:
+        raise BadInputError(f"inference parts hold {ids.size} rows, the store {plan.store} {store_ids.size}")
+    order = np.argsort(store_ids, kind="stable")
+    pos = np.searchsorted(store_ids[order], ids)
+    pos = np.minimum(pos, len(order) - 1)
+    found = store_ids[order][pos] == ids
+    if not found.all():
+        raise BadInputError(f"inference parts hold id {str(ids[~found][0])!r}, which is not in the store {plan.store}")
+    row_of = order[pos]  # store row of each part row
+    perm = np.empty_like(row_of)
+    perm[row_of] = np.arange(len(row_of))  # part row of each store row: keyed by id, in store order
+
+    table: dict[str, np.ndarray] = {}
+    for name in ("id", "ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg", "moment_axis_ratio"):
+        table[name] = data[name][perm]
+    z = data["z"][perm]
+    for j, name in enumerate(latent_names(plan.latent_dim)):
+        table[name] = z[:, j]
+    table["recon_mse"] = data["recon_mse"][perm]
+    threshold = recon_outlier_threshold(table["recon_mse"])
+    flags = data["flags"][perm].copy()
+    flags[~(table["recon_mse"] <= threshold)] |= FLAG_RECON_OUTLIER  # NaN is an outlier
+    table["flags"] = flags
+
+    conf = {
+        "store": plan.store, "checkpoint": plan.checkpoint, "model_kind": plan.model_kind,
+        "batch_size": plan.batch_size, "device": plan.device, "devices_used": sorted(devices),
+        "exported_model": sorted(exported) == [True], "precision": "float32",
+        "background_ring_pix": plan.background_ring, "background_sigma": plan.background_sigma,
+        "flag1_axis_ratio_above": NEAR_ROUND_AXIS_RATIO, "flag2_edge_margin_store_pix": EDGE_MARGIN_PIX,
+        "flag4_recon_mse_above": threshold, "flag4_rule": f"median + {RECON_OUTLIER_K:g} x 1.4826 x MAD",
+        "crop_start_x": plan.crop_start_x, "crop_start_y": plan.crop_start_y,
+        **(config or {}),
+    }
+    header = {
+        "software_version": __version__, "checkpoint_sha256": plan.checkpoint_sha256,
+        "image_size": plan.size, "crop": plan.crop_size,
+        "CROPX0": (plan.crop_start_x, "[pix] first column of the crop in the cutout"),
+        "CROPY0": (plan.crop_start_y, "[pix] first row of the crop in the cutout"),
+        "NOBJ": (len(ids), "rows: one per object in the store"), "config": conf,
+    }
+    from catalogs.fits_io import write_catalog
+
+    path = write_catalog(table, out, latent_dim=plan.latent_dim, header=header, overwrite=overwrite, format=format)
+    if cleanup:
+        shutil.rmtree(plan.work, ignore_errors=True)
+    return path
+
+
+# ---------------------------------------------------------------- the whole step
+
+
+def _gpu_resources(client) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when some worker of the cluster advertises a GPU resource, else None."""
+    workers = client.scheduler_info().get("workers", {})
+    if any("GPU" in (w.get("resources") or {}) for w in workers.values()):
+        return {"GPU": 1}
+    return None
+
+
+def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+                  workers: int = 1, scheduler: str | None = None, batch_size: int = 256, device: str = "auto",
+                  format: Literal["fits", "parquet"] = "fits", overwrite: bool = False,
+                  work_dir: str | os.PathLike | None = None,
+                  progress: Callable[[str], None] | None = None) -> Path:
+    """Write the catalogue of every object in ``store`` with the model of ``checkpoint``; return its path.
+
+    ``workers``: 1 runs in this process; N > 1 starts a ``LocalCluster`` of N single-threaded
+    processes.  ``scheduler``: address of an existing Dask scheduler (overrides ``workers``).
+    ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.  ``work_dir``: plan and parts
+    (default ``<out>.partial``); a killed run resumes from it.  ``progress`` is called with a
+    line of counts and rate every few seconds and at the end.
+    """
+    out = Path(out)
+    if format not in ("fits", "parquet"):
+        raise ConfigError(f"unknown catalogue format {format!r} (fits or parquet)")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if out.exists() and not overwrite:
+        raise BadInputError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    if not out.parent.is_dir():
+        raise BadInputError(f"directory {out.parent} does not exist")
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out)
+    plan = plan_inference(store, checkpoint, work, batch_size=batch_size, device=device)
+    n_shards = len(plan.shard_ranges)
+    reused = sum(plan.part_path(k).is_file() for k in range(n_shards))
+    t0 = time.perf_counter()
+    last = [t0]
+    done_rows = [0]
+
+    def report(k: int, force: bool = False) -> None:
+        a, b = plan.shard_ranges[k]
+        done_rows[0] += b - a
+        now = time.perf_counter()
+        if progress is not None and (force or now - last[0] >= 2.0):
+            last[0] = now
+            rate = done_rows[0] / max(now - t0, 1e-9)
+            progress(f"infer: {done_rows[0]}/{plan.n_objects} objects, {rate:.1f} objects/s "
+                     f"({reused} finished part(s) reused)")
+
+    if scheduler is None and workers == 1:
+        for k in range(n_shards):
+            infer_shard(plan.work, k)
+            report(k, force=k == n_shards - 1)
+    else:
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
+        try:
+            resources = _gpu_resources(client)
+            token = plan.checkpoint_sha256[:12]
+            futures = {client.submit(infer_shard, str(plan.work), k, key=f"infer-shard-{token}-{k}", pure=False,
+                                     resources=resources): k for k in range(n_shards)}
+            for i, fut in enumerate(as_completed(futures)):
+                fut.result()  # re-raises a worker's error here
+                report(futures[fut], force=i == n_shards - 1)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    conf = {"workers": workers if scheduler is None else None, "scheduler": scheduler,
+            "python": sys.version.split()[0]}
+    return merge_parts(plan.work, out, format=format, overwrite=overwrite, config=conf)
