@@ -121,6 +121,8 @@ def test_orientation_spread_is_zero_for_aligned_shapes_and_large_for_random_ones
     assert rect.spread_deg < 0.5 and rect.n_used == 6
     assert table.set_index("label").loc["circle"].n_used == 0  # no moment axis
     assert orientation_spread(turned).spread_deg.iloc[0] > 20.0
+    flat = 0.5 + 0.001 * rng.standard_normal((4, 1, 64, 64))  # no object drawn: no spread claimed
+    assert orientation_spread(flat).n_used.iloc[0] == 0
 
 
 def test_xyrcs_factors_fold_the_rotation_by_symmetry():

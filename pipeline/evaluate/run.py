@@ -271,26 +271,30 @@ def _pearson_codes(codes: ModelCodes, *, has_pose: bool, learn_centroid: bool) -
 
 
 def orientation_spread(aligned: NDArray | torch.Tensor, labels: NDArray | None = None,
-                       *, min_anisotropy: float = 0.05) -> pd.DataFrame:
+                       *, min_anisotropy: float = 0.05, min_peak: float = 0.05) -> pd.DataFrame:
     """Spread of the moment orientation of aligned reconstructions, per label (e.g. shape).
 
     Moment axis ``phi`` (degrees, mod 180) of each image after sky removal; the spread is the
     circular standard deviation of the axis, ``sqrt(-2 ln R) / 2`` in degrees with
     ``R = |mean exp(2 i phi)|`` (0 when every image is aligned alike).  Images whose moment
     anisotropy is below ``min_anisotropy`` (round or 3-fold symmetric: no moment axis) are
-    left out and counted.  Columns: label, n, n_used, spread_deg, mean_anisotropy.
+    left out, and so are images without an object: peak above the sky level under ``min_peak``
+    (intensity units in [0, 1]; a flat, untrained reconstruction has a spurious "axis" in its
+    noise).  Columns: label, n, n_used, spread_deg, mean_anisotropy.
     """
     from pipeline.moments import image_moments, subtract_background
 
     t = torch.as_tensor(np.asarray(aligned) if not isinstance(aligned, torch.Tensor) else aligned).float()
-    m = image_moments(subtract_background(t))
+    signal = subtract_background(t)
+    m = image_moments(signal)
     phi = m.theta.double().numpy()
     aniso = m.anisotropy.double().numpy()
+    peak = signal.amax(dim=(1, 2)).double().numpy()
     labels = np.asarray(labels) if labels is not None else np.full(len(phi), "all")
     rows = []
     for lab in pd.unique(labels):
         sel = labels == lab
-        use = sel & (aniso >= min_anisotropy)
+        use = sel & (aniso >= min_anisotropy) & (peak >= min_peak)
         if use.sum() >= 2:
             r = np.abs(np.mean(np.exp(2j * phi[use])))
             spread = float(np.rad2deg(np.sqrt(-2.0 * np.log(max(r, 1e-12))) / 2.0))
