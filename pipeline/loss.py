@@ -73,13 +73,12 @@ def moment_targets(images: torch.Tensor, cfg: LossConfig) -> MomentTargets:
     return MomentTargets(x=m.x, y=m.y, theta=m.theta, weight=m.anisotropy)
 
 
-def beta_schedule(step: int, total_steps: int, cfg: LossConfig) -> float:
-    """Moment-loss weight at ``step``: cosine decay from beta_start to beta_end over
-    ``beta_decay_fraction`` of ``total_steps``, then constant at beta_end."""
-    span = max(1, int(round(cfg.beta_decay_fraction * total_steps)))
-    if step >= span:
+def beta_schedule(progress: float, cfg: LossConfig) -> float:
+    """Moment-loss weight at training ``progress`` in [0, 1]: cosine decay from beta_start to
+    beta_end over the first ``beta_decay_fraction`` of training, then constant at beta_end."""
+    if cfg.beta_decay_fraction <= 0 or progress >= cfg.beta_decay_fraction:
         return cfg.beta_end
-    frac = step / span
+    frac = max(progress, 0.0) / cfg.beta_decay_fraction
     return cfg.beta_end + 0.5 * (cfg.beta_start - cfg.beta_end) * (1.0 + math.cos(math.pi * frac))
 
 

@@ -107,8 +107,10 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
 
 def test_exported_model_matches(model):
     exported = load_model_state(CODAE(model.config), model_state_dict(model)).export()
-    e2cnn_layers = {"R2Conv", "InnerBatchNorm", "SequentialModule", "GroupPooling", "PointwiseMaxPool", "ReLU"}
-    assert not any(type(mod).__name__ in e2cnn_layers and "e2cnn" in type(mod).__module__ for mod in exported.modules())
+    e2cnn_layers = {"R2Conv", "RegularBatchNorm", "SequentialModule", "GroupPooling", "PointwiseMaxPool", "ReLU"}
+    assert not any(isinstance(mod, torch.nn.Module) and type(mod).__name__ in e2cnn_layers
+                   and type(mod).__module__.startswith(("e2cnn", "pipeline.model.batchnorm"))
+                   for mod in exported.modules())
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         a, b = model(x), exported(x)
@@ -132,3 +134,23 @@ def test_config_is_strict(tmp_path):
     with pytest.raises(ConfigError, match="kernels must be odd"):
         ModelConfig(kernels=(4, 5, 3, 3))
     assert math.isclose(RunConfig().loss.beta_start, 1.0)
+
+
+def test_cuda_batch_norm_path_equals_the_native_one():
+    """The var_mean batch norm used on CUDA gives the native kernel's outputs and running statistics."""
+    from pipeline.model.batchnorm import FieldBatchNorm2d, var_mean_batch_norm
+
+    torch.manual_seed(0)
+    native = FieldBatchNorm2d(4, 8)
+    native.bn.weight.data.uniform_(0.5, 1.5)
+    native.bn.bias.data.normal_()
+    fast = FieldBatchNorm2d(4, 8)
+    fast.load_state_dict(native.state_dict())
+    x = torch.randn(6, 32, 5, 5)
+    y_native = native(x)
+    y_fast = var_mean_batch_norm(x, fast.bn, 8, training=True)
+    assert (y_native - y_fast).abs().max() < 1e-5
+    assert torch.allclose(native.bn.running_mean, fast.bn.running_mean, atol=1e-6)
+    assert torch.allclose(native.bn.running_var, fast.bn.running_var, atol=1e-6)
+    native.eval()
+    assert (native(x) - var_mean_batch_norm(x, fast.bn, 8, training=False)).abs().max() < 1e-5

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.config import ModelConfig
+from pipeline.model.batchnorm import FieldBatchNorm2d
 
 __all__ = ["euler_encode", "Decoder"]
 
@@ -33,7 +34,7 @@ class Decoder(nn.Module):
         blocks: list[nn.Module] = []
         for cin, cout in zip(widths[:-1], widths[1:]):
             blocks += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                       nn.Conv2d(cin, cout, 3, padding=1, bias=False), FieldBatchNorm2d(cout), nn.ReLU(inplace=True)]
         blocks.append(nn.Conv2d(widths[-1], cfg.channels, 3, padding=1))
         self.convs = nn.Sequential(*blocks)
 

@@ -18,13 +18,14 @@ import torch.nn as nn
 from e2cnn import nn as enn
 
 from pipeline.config import ModelConfig
+from pipeline.model.batchnorm import RegularBatchNorm
 from pipeline.model.fields import build_fields
 
 __all__ = ["EquivariantTrunk", "EquiBranch", "InvBranch"]
 
 
 class EquivariantTrunk(nn.Module):
-    """R2Conv -> InnerBatchNorm -> ReLU blocks, 2x2 max pool between blocks.
+    """R2Conv -> RegularBatchNorm (InnerBatchNorm's statistics, faster) -> ReLU blocks, 2x2 max pool between blocks.
 
     (B, C, H, W) -> equivariant maps (B, widths[-1] * N, H / 2**(L-1), W / 2**(L-1)).
     After :meth:`export` it runs as plain torch with identical outputs.
@@ -40,7 +41,7 @@ class EquivariantTrunk(nn.Module):
             warnings.filterwarnings("ignore", message=".*uint8.*")
             for i, (ftype, k) in enumerate(zip(fields.blocks, cfg.kernels)):
                 layers += [enn.R2Conv(prev, ftype, kernel_size=k, padding=k // 2, bias=False),
-                           enn.InnerBatchNorm(ftype), enn.ReLU(ftype, inplace=True)]
+                           RegularBatchNorm(ftype), enn.ReLU(ftype, inplace=True)]
                 if i < len(fields.blocks) - 1:
                     layers.append(enn.PointwiseMaxPool(ftype, kernel_size=2, stride=2))
                 prev = ftype
