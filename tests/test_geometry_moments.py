@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.conventions import (angle_diff_180, normalized_to_pixel, pixel_to_normalized, store_to_cutout_pixels,
-                                  cutout_to_store_pixels, theta_to_pa, pa_to_theta, fits_to_display)
+from pipeline.conventions import (
+    angle_diff_180,
+    cutout_to_store_pixels,
+    fits_to_display,
+    normalized_to_pixel,
+    pa_to_theta,
+    pixel_to_normalized,
+    store_to_cutout_pixels,
+    theta_to_pa,
+)
 from pipeline.geometry import align_to_pose, warp_to_view
 from pipeline.moments import com_orientation, image_moments, subtract_background
 from tests.conftest import gaussian_ellipses
