@@ -374,12 +374,11 @@ def _markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def _score(data: EvalData, codes: ModelCodes, has_pose: bool, idx: NDArray[np.int64], seed: int) -> list[dict]:
-    """Metrics with and without the pose factors for one model's codes on the rows ``idx``."""
+    """Metrics with and without the pose factors; ``codes`` are those of the images ``data.images[idx]``."""
     f = data.factors[idx]
     names = list(data.factor_names)
     periods = {k: (np.asarray(v)[idx] if np.ndim(v) else v) for k, v in data.period_deg.items()}
     full, _, n_pose = codes_for_metrics(codes, has_pose=has_pose, learn_centroid=data.learn_centroid)
-    full = full[idx]
     rows = [{"setting": "with_pose", **compute_all(f, full, factor_names=names, circular=data.circular,
                                                     period_deg=periods, seed=seed)}]
     pose_idx = [names.index(p) for p in POSE_FACTORS]
