@@ -132,3 +132,40 @@ def test_pipeline_never_imports_prefect_at_module_level():
             "assert 'prefect' not in sys.modules, 'prefect imported'")
     importlib.invalidate_caches()
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tasks_retry_transient_io_but_not_bad_data(harness, tmp_path):
+    from pathlib import Path
+
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from flows.tasks import TASK_OPTIONS
+    from pipeline.errors import BadInputError
+
+    opts = {**TASK_OPTIONS, "retry_delay_seconds": 0, "retry_jitter_factor": None, "cache_policy": NO_CACHE,
+            "persist_result": False}
+
+    @task(**opts)
+    def attempt(path: str, failure: str) -> int:
+        p = Path(path)
+        n = int(p.read_text()) + 1 if p.exists() else 1
+        p.write_text(str(n))
+        if failure == "io" and n < 3:
+            raise OSError(5, "Input/output error")  # e.g. an NFS hiccup
+        if failure == "missing":
+            raise FileNotFoundError(2, "No such file", path + ".nope")
+        if failure == "bad":
+            raise BadInputError("row 3 (J000000.00+000000.0): cannot decode cutout")
+        return n
+
+    @flow
+    def one(path: str, failure: str) -> int:
+        return attempt(path, failure)
+
+    assert one(str(tmp_path / "io"), "io") == 3  # two transient failures, retried
+    with pytest.raises(BadInputError, match="cannot decode"):
+        one(str(tmp_path / "bad"), "bad")
+    with pytest.raises(FileNotFoundError):
+        one(str(tmp_path / "missing"), "missing")
+    assert (tmp_path / "bad").read_text() == "1" and (tmp_path / "missing").read_text() == "1"  # no retries
