@@ -89,6 +89,9 @@ def publish(*, summary: Any, trained: Any, catalogue: str, n_catalogued: int, st
     for s, done in zip(selections, stacks):
         what = f"where `{s['where']}`" if s["where"] else "every object"
         binned = f", binned by `{s['bin_by']}` ({s['bins']} quantile bins)" if s["bin_by"] else ""
+        if done.get("skipped"):
+            parts.append(f"## {s['name']}: skipped ({done['skipped']})\n")
+            continue
         parts.append(f"## {s['name']}: {s['method']} of {what}{binned}\n\n`{done['out']}`\n")
         for st in done["stacks"]:
             label = f"{st['extname']}: {st['n']} galaxies"

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
@@ -222,8 +222,12 @@ def stack_selection(catalog: str, store: str, out: str, name: str, where: str | 
 
     Returns a small description (no pixels): ``{"out", "stacks": [{"extname", "n", "bin_lo", "bin_hi", "preview"}]}``.
     """
+    from catalogs.query import count
     from pipeline.stack import stack_catalog
 
+    if count(Path(catalog), where) == 0:  # an empty selection is reported, not a failed survey run
+        get_run_logger().warning("stack %s: no rows of %s match %r; skipped", name, catalog, where)
+        return {"out": None, "stacks": [], "skipped": f"no rows match {where!r}"}
     done = stack_catalog(Path(catalog), Path(store), Path(out), where=where, method=method, bin_by=bin_by, bins=bins,
                          overwrite=overwrite)
     return {"out": out, "stacks": [{"extname": r.extname, "n": r.n, "bin_lo": r.bin_lo, "bin_hi": r.bin_hi,
