@@ -313,25 +313,30 @@ def _train_within_budget(config: RunConfig, dataset: ArrayDataset, run_dir: Path
     """Train into ``run_dir`` so that the run (and CODAE's beta schedule) fits ``budget_minutes``.
 
     The trainer plans its moment-loss decay on the planned number of steps, so a bare wall-clock
-    stop would leave beta high: a 3-step calibration run measures the speed first, and the real
-    run plans ``0.9 x budget x rate`` steps with ``max_minutes`` as the hard stop.
-    Returns (checkpoint, steps, minutes spent including the calibration).
+    stop would leave beta high.  A 3-step calibration run (on top of the budget) measures the
+    speed from its steps 2 and 3 (step 1 carries one-off costs); the real run then plans
+    ``0.9 x budget x rate`` steps, with ``max_minutes = budget`` as the hard stop.
+    Returns (checkpoint, steps, minutes of the real run).
     """
+    from pipeline.checkpoint import load_checkpoint
     from pipeline.train import train
 
-    t0 = time.monotonic()
     per_epoch = max(1, len(dataset) // config.train.batch_size)
     calib_dir = run_dir.with_name(run_dir.name + ".calibration")
     if calib_dir.exists():
         shutil.rmtree(calib_dir)
-    calib = train(config.replace(train={"max_steps": None, "max_epochs": 100_000, "max_minutes": None}), dataset,
-                  calib_dir, progress=False, stop_after_steps=3)
+    calib = train(config.replace(train={"max_steps": None, "max_epochs": 100_000, "max_minutes": None,
+                                        "log_every": 1}), dataset, calib_dir, progress=False, stop_after_steps=3)
+    rows = load_checkpoint(calib_dir / "checkpoint.pt")["metrics_rows"]
     shutil.rmtree(calib_dir, ignore_errors=True)
-    rate = max(calib.images_per_s, 1e-3)
-    left_s = max(budget_minutes * 60.0 - (time.monotonic() - t0), 1.0)
-    steps = max(1, int(0.9 * left_s * rate / config.train.batch_size))
+    if len(rows) >= 3 and rows[2]["elapsed_s"] > rows[0]["elapsed_s"]:
+        rate = 2 * config.train.batch_size / (rows[2]["elapsed_s"] - rows[0]["elapsed_s"])
+    else:
+        rate = max(calib.images_per_s, 1e-3)
+    steps = max(1, int(0.9 * budget_minutes * 60.0 * rate / config.train.batch_size))
     cfg = config.replace(train={"max_steps": steps, "max_epochs": steps // per_epoch + 1,
-                                "max_minutes": left_s / 60.0})
+                                "max_minutes": budget_minutes})
+    t0 = time.monotonic()
     res = train(cfg, dataset, run_dir, progress=progress)
     return res.checkpoint, res.steps, (time.monotonic() - t0) / 60.0
 
@@ -443,7 +448,8 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
              overwrite: bool = False, progress: bool = True) -> EvaluationResult:
     """Train (or load) every model of ``kinds`` for ``seeds`` seeds and write the tables and figures.
 
-    ``budget_minutes`` is per model and seed (calibration included).  ``checkpoints`` maps a kind to
+    ``budget_minutes`` is each training run's ``TrainConfig.max_minutes`` (per model and seed; a
+    3-step speed calibration comes on top).  ``checkpoints`` maps a kind to
     a checkpoint that replaces training for that kind (scored as one seed).  ``base_model`` and
     ``base_train`` give the architecture and optimisation defaults (sizes, batch size, lr).
     Refuses an ``out`` that already holds results unless ``overwrite``.
