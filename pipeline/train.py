@@ -263,7 +263,7 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
             break
     elapsed = time.monotonic() - t0
     checkpoint()
-    if rank == 0 and not stopped_early:
+    if rank == 0 and step != stop_after_steps:  # a time-budget stop is a finished run; a simulated kill is not
         from pipeline.figures import training_figures
 
         training_figures(model, dataset, out / "figures", rows, device=device)

@@ -66,6 +66,7 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, data):
     res = train(_config(max_epochs=50, max_minutes=0.0005), data, tmp_path / "run", progress=False)
     assert res.stopped_early and res.steps < 50 * 4
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == res.steps
+    assert (tmp_path / "run" / "figures" / "traversals.png").exists()
 
 
 def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, data):
