@@ -55,9 +55,9 @@ class LossConfig:
     reconstruction: Literal["mse", "bce"] = "mse"  # bce for binary images (dSprites)
     orientation_prior: Literal["moments", "com"] = "moments"  # com: centre of mass, for centred patterns
     beta_start: float = 1.0  # weight of the moment loss at step 0
-    beta_end: float = 0.02  # floor after the decay; orientation stalls when beta reaches 0
+    beta_end: float = 0.05  # floor after the decay; orientation stalls when beta reaches 0
     beta_decay_fraction: float = 0.6  # fraction of the planned steps over which beta decays (cosine)
-    centroid_weight: float = 1.0  # weight of the centroid term inside the moment loss
+    centroid_weight: float = 10.0  # centroid term (normalised units squared: 1 px at 64 px is 1e-3)
     orientation_weight: float = 1.0  # weight of the doubled-angle orientation term
     aligned_weight: float = 1.0  # constant weight of the aligned-image term (its moments: centred, along +x)
     background_ring: int = 4  # border width (pixels) used to estimate the sky level
