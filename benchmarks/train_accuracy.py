@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import RunConfig
-from pipeline.conventions import angle_diff_180, store_to_cutout_pixels, theta_to_pa
-from pipeline.data.ingest import ingest_survey
-from pipeline.data.store import open_store
-from pipeline.data.survey import write_demo_survey
-from pipeline.predict import concat, predict_batch
-from pipeline.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from pipeline.config import RunConfig  # noqa: E402
+from pipeline.conventions import angle_diff_180, store_to_cutout_pixels, theta_to_pa  # noqa: E402
+from pipeline.data.ingest import ingest_survey  # noqa: E402
+from pipeline.data.store import open_store  # noqa: E402
+from pipeline.data.survey import write_demo_survey  # noqa: E402
+from pipeline.predict import concat, predict_batch  # noqa: E402
+from pipeline.train import train  # noqa: E402
 
 
 def evaluate(model, store_path: Path, truth: pd.DataFrame) -> dict[str, float]:
@@ -89,13 +92,17 @@ def main() -> None:
     ap.add_argument("--noisy-minutes", type=float, default=7.0)
     ap.add_argument("--noisy-sky", type=float, default=None, help="sky noise for the low-S/N case (default: search)")
     ap.add_argument("--skip-noisy", action="store_true")
+    ap.add_argument("--skip-clean", action="store_true")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
     work = args.work or Path(tempfile.mkdtemp(prefix="codae-acc-"))
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    rows = {"clean": run_case(work, "clean", args.n, args.minutes, None, args.seed)}
+    rows = {}
+    if not args.skip_clean:
+        rows["clean"] = run_case(work, "clean", args.n, args.minutes, None, args.seed)
+        print("clean:", rows["clean"], flush=True)
     if not args.skip_noisy:
         sky = args.noisy_sky
         if sky is None:  # raise the sky until moments miss by > 5 degrees on a small probe survey
@@ -103,6 +110,7 @@ def main() -> None:
 
             sky = find_noisy_sky(work, args.seed + 1)
         rows[f"noisy (sky {sky:g})"] = run_case(work, "noisy", args.n, args.noisy_minutes, sky, args.seed + 2)
+        print("noisy:", rows[f"noisy (sky {sky:g})"], flush=True)
     table = pd.DataFrame(rows).T
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print("targets (clean): centroid RMSE <= 2 px, median PA error <= 2 deg (axis ratio <= 0.6)")

@@ -154,3 +154,19 @@ def test_cuda_batch_norm_path_equals_the_native_one():
     assert torch.allclose(native.bn.running_var, fast.bn.running_var, atol=1e-6)
     native.eval()
     assert (native(x) - var_mean_batch_norm(x, fast.bn, 8, training=False)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_learned_centroid_turns_with_the_image(model, k):
+    """The learned first moment is rotation-equivariant: a quarter turn CCW (as displayed) maps
+    (x, y) -> (y, -x) in the normalised y-down frame."""
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        *_, first = model.trunk(x, with_stem=True)
+        x0, y0 = model.centroid(first)
+        *_, first_k = model.trunk(torch.rot90(x, k, dims=(2, 3)), with_stem=True)
+        xk, yk = model.centroid(first_k)
+    ex, ey = x0, y0
+    for _ in range(k):
+        ex, ey = ey, -ex
+    assert (xk - ex).abs().max() < 1e-4 and (yk - ey).abs().max() < 1e-4

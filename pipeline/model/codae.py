@@ -4,7 +4,8 @@ Cha, Thiyagalingam et al., "Discovering fully semantic representations via centr
 and orientation-aware feature learning", Nature Machine Intelligence 7, 307-314 (2025).
 
     images (B, C, S, S)
-      -> EquivariantTrunk -> equivariant maps -> B_equi -> x, y, theta (pose)
+      -> EquivariantTrunk -> stem's invariant maps -> learned first moment (x0, y0)
+                          -> equivariant maps -> B_equi (FC, refines x0, y0) -> x, y, theta (pose)
                           -> group max-pool   -> B_inv  -> z (pose-invariant)
       z -> Euler encoding -> Decoder -> aligned image (centred, orientation 0)
       aligned, pose -> spatial transformer -> same-view reconstruction
@@ -21,7 +22,7 @@ from pipeline.config import ModelConfig
 from pipeline.errors import BadInputError
 from pipeline.geometry import warp_to_view
 from pipeline.model.decoder import Decoder
-from pipeline.model.encoder import EquiBranch, EquivariantTrunk, InvBranch
+from pipeline.model.encoder import EquiBranch, EquivariantTrunk, InvBranch, LearnedCentroid
 
 __all__ = ["CODAEOutput", "CODAE", "model_state_dict", "load_model_state"]
 
@@ -66,14 +67,16 @@ class CODAE(nn.Module):
         self.trunk = EquivariantTrunk(config)
         side = config.image_size // 2 ** (len(config.widths) - 1)
         n_equi = config.widths[-1] * config.group_order * side * side
+        self.centroid = LearnedCentroid(config.widths[0])
         self.b_equi = EquiBranch(n_equi, config.hidden, config.learn_centroid)
         self.b_inv = InvBranch(config.widths[-1], config.hidden, config.latent_dim)
         self.decoder = Decoder(config)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, C, S, S) in [0, 1] -> x, y, direction (B, 2), z (B, D)."""
-        equi, inv = self.trunk(images)
-        x, y, direction = self.b_equi(equi)
+        equi, inv, inv_first = self.trunk(images, with_stem=True)
+        x0, y0 = self.centroid(inv_first)  # learned first moment, full resolution
+        x, y, direction = self.b_equi(equi, x0, y0)  # FC layers refine it and give the orientation
         z = self.b_inv(inv)
         return x, y, direction, z
 

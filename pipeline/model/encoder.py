@@ -15,13 +15,15 @@ import warnings
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from e2cnn import nn as enn
 
 from pipeline.config import ModelConfig
+from pipeline.geometry import normalized_grid
 from pipeline.model.batchnorm import RegularBatchNorm
 from pipeline.model.fields import build_fields
 
-__all__ = ["EquivariantTrunk", "EquiBranch", "InvBranch"]
+__all__ = ["EquivariantTrunk", "LearnedCentroid", "EquiBranch", "InvBranch"]
 
 
 class EquivariantTrunk(nn.Module):
@@ -46,26 +48,58 @@ class EquivariantTrunk(nn.Module):
                     layers.append(enn.PointwiseMaxPool(ftype, kernel_size=2, stride=2))
                 prev = ftype
         self.out_type = prev
-        self.body: nn.Module = enn.SequentialModule(*layers)
+        # stem: the first block at full resolution; body: the rest.
+        self.stem: nn.Module = enn.SequentialModule(*layers[:3])
+        self.stem_pool = enn.GroupPooling(fields.blocks[0])
+        self.body: nn.Module = enn.SequentialModule(*layers[3:])
         self.pool = enn.GroupPooling(prev)
+        self.stem_fields = cfg.widths[0]
         self.exported = False
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (equivariant maps (B, F*N, h, w), group-max-pooled invariant maps (B, F, h, w))."""
+    def forward(self, images: torch.Tensor, *, with_stem: bool = False):
+        """Return (equivariant maps (B, F*N, h, w), group-max-pooled invariant maps (B, F, h, w));
+        with ``with_stem`` also the first block's invariant maps at full resolution (B, F0, H, W)."""
         if self.exported:
-            equi = self.body(images)
-            return equi, self.pool(equi)
-        g = enn.GeometricTensor(images, self.in_type)
-        equi = self.body(g)
-        return equi.tensor, self.pool(equi).tensor
+            first = self.stem(images)
+            equi = self.body(first)
+            out = (equi, self.pool(equi))
+            return (*out, self.stem_pool(first)) if with_stem else out
+        first = self.stem(enn.GeometricTensor(images, self.in_type))
+        equi = self.body(first)
+        out = (equi.tensor, self.pool(equi).tensor)
+        return (*out, self.stem_pool(first).tensor) if with_stem else out
 
     def export(self) -> "EquivariantTrunk":
         """Replace the e2cnn modules by their plain-torch equivalents, in place (eval mode)."""
         self.eval()
+        self.stem = self.stem.export()
+        self.stem_pool = self.stem_pool.export()
         self.body = self.body.export()
         self.pool = self.pool.export()
         self.exported = True
         return self
+
+
+class LearnedCentroid(nn.Module):
+    """A learned first moment: non-negative pixel weights from the stem's invariant maps, then
+    the weighted mean of the pixel coordinates (normalised frame, y down).
+
+    Weights come from rotation-invariant features at full resolution, so the estimate moves and
+    turns with the image (translation- and rotation-equivariant up to the borders), and it can
+    learn what to count as sky.  An FC regression alone from the 8x8 maps reached only 2.9 px RMSE
+    (424-pixel frame) in 10 CPU minutes where moments reach 0.3 px.
+    """
+
+    def __init__(self, in_fields: int):
+        super().__init__()
+        self.weight = nn.Conv2d(in_fields, 1, kernel_size=1)
+
+    def forward(self, inv_first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = inv_first.shape
+        wts = F.softplus(self.weight(inv_first).float())[:, 0]  # (B, H, W) >= 0
+        xx, yy = normalized_grid(h, w, device=inv_first.device)
+        total = wts.sum(dim=(1, 2)).clamp_min(1e-6)
+        return (wts * xx).sum(dim=(1, 2)) / total, (wts * yy).sum(dim=(1, 2)) / total
 
 
 class EquiBranch(nn.Module):
@@ -81,9 +115,14 @@ class EquiBranch(nn.Module):
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 4))
 
-    def forward(self, equi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, equi: torch.Tensor, x0: torch.Tensor | None = None,
+                y0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x0``, ``y0``: a centroid estimate the FC output refines (within +-0.1 normalised units)."""
         out = self.net(equi)  # (B, 4)
-        if self.learn_centroid:
+        if self.learn_centroid and x0 is not None:
+            x = (x0 + 0.1 * torch.tanh(out[:, 0])).clamp(-1, 1)
+            y = (y0 + 0.1 * torch.tanh(out[:, 1])).clamp(-1, 1)
+        elif self.learn_centroid:
             x, y = torch.tanh(out[:, 0]), torch.tanh(out[:, 1])
         else:
             x = y = torch.zeros_like(out[:, 0])
