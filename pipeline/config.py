@@ -78,7 +78,8 @@ class TrainConfig:
 
     seed: int = 0  # seeds torch, numpy and the sampler; CPU runs are reproducible
     batch_size: int = 32  # images per optimiser step (per process)
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 1e-3  # Adam learning rate at the start; cosine decay to lr_final_fraction x lr over training
+    lr_final_fraction: float = 0.05  # the learning rate at the end of training, as a fraction of lr
     weight_decay: float = 0.0  # Adam weight decay
     max_epochs: int = 20  # passes over the store; the beta schedule is planned on these
     max_steps: int | None = None  # optional hard cap on optimiser steps (overrides epochs when smaller)

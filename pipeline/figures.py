@@ -41,7 +41,8 @@ def loss_curves(rows: list[dict], path: Path) -> Path:
         ax[1].plot(steps, [r["beta"] for r in rows], color="k")
     ax[0].set_yscale("log")
     ax[0].set_xlabel("step")
-    ax[0].legend(fontsize=8)
+    if rows:
+        ax[0].legend(fontsize=8)
     ax[0].set_title("loss terms")
     ax[1].set_xlabel("step")
     ax[1].set_title("beta (moment-loss weight)")

@@ -225,6 +225,10 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
             if tc.max_minutes is not None:
                 sched = max(sched, (time.monotonic() - t0) / (60 * tc.max_minutes))
             beta = beta_schedule(sched, config.loss)
+            # cosine learning-rate decay on the same progress: late steps refine instead of jitter
+            lr = tc.lr * (tc.lr_final_fraction + (1 - tc.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * min(sched, 1.0))))
+            for group in optim.param_groups:
+                group["lr"] = lr
             targets = moment_targets(images, config.loss) if moments_on else None
             with autocast:
                 out_ = net(images)
