@@ -568,7 +568,7 @@ class RowFilter:
             kind = arr.dtype.kind
             data[name] = arr.astype(np.float64) if kind == "f" else arr.astype(np.int64) if kind in "iu" else arr
         with np.errstate(all="ignore"):
-            value, null = _Evaluator(self, data, nrows).eval(self._root)
+            value, null = _Evaluator(self, data, nrows).evaluate(self._root)
         selected = value if null is None else value & ~null
         return np.array(np.broadcast_to(selected, (nrows,)), dtype=bool)
 
@@ -588,7 +588,7 @@ class _Evaluator:
     def __init__(self, rf: RowFilter, data: Mapping[str, NDArray], nrows: int) -> None:
         self.rf, self.data, self.nrows = rf, data, nrows
 
-    def eval(self, node: _Node) -> tuple[Any, Any]:
+    def evaluate(self, node: _Node) -> tuple[Any, Any]:
         if isinstance(node, _Literal):
             return node.value, None
         if isinstance(node, _RowNumber):
@@ -596,24 +596,24 @@ class _Evaluator:
         if isinstance(node, _Column):
             return self.data[self.rf._resolve(node)], None
         if isinstance(node, _Unary):
-            value, null = self.eval(node.operand)
+            value, null = self.evaluate(node.operand)
             if node.op == "!":
                 return np.logical_not(value), null
             return (np.negative(value) if node.op == "-" else value), None
         if isinstance(node, _Logic):
-            return _kleene(node.op, [self.eval(operand) for operand in node.operands])
+            return _kleene(node.op, [self.evaluate(operand) for operand in node.operands])
         if isinstance(node, _Binary):
             return self._binary(node)
         if isinstance(node, _Call):
             name = _ALIASES.get(node.name, node.name)
-            args = [self.eval(a)[0] for a in node.args]
+            args = [self.evaluate(a)[0] for a in node.args]
             if name == "isnull":
                 return _isnan(args[0]), None
             return _FUNCTIONS[name][2](*[_float(a) for a in args]), None
         raise TypeError(f"unknown node {node!r}")  # pragma: no cover
 
     def _binary(self, node: _Binary) -> tuple[Any, Any]:
-        (a, na), (b, nb) = self.eval(node.left), self.eval(node.right)
+        (a, na), (b, nb) = self.evaluate(node.left), self.evaluate(node.right)
         op = node.op
         if op in ("&", "|"):
             if _is_bool(a) and _is_bool(b):  # logical, with the rules of && and ||
