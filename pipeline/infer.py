@@ -140,17 +140,22 @@ class InferencePlan:
                                                "size", "shard_ranges", "background_ring", "background_sigma")}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write(path: Path, write, mode: str = "w") -> None:
+    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text))
 
 
 def read_plan(work_dir: str | os.PathLike) -> InferencePlan:
@@ -334,16 +339,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
         "start": np.int64(start), "stop": np.int64(stop), "checkpoint_sha256": np.str_(plan.checkpoint_sha256),
         "device": np.str_(str(dev)), "exported": np.bool_(exported),
     }
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(out, lambda f: np.savez(f, **arrays), "wb")
     return out
 
 
