@@ -1,9 +1,11 @@
 """Ingest and store-read benchmark (issue 3).  Prints figures; writes nothing outside a temporary directory.
 
-    python benchmarks/ingest.py [--n 2000] [--memory-n 20000] [--survey DIR] [--crop-study]
+    python benchmarks/ingest.py [--n 2000] [--rate-rows 10000] [--memory-n 20000] [--survey DIR] [--crop-study]
 
-Measured in the same run on the same files:
+Measured in the same run on the same files (the rates on a catalogue of ``--rate-rows`` rows that
+re-uses the ``--n`` demo cutouts under distinct ids, for the bare decode and the ingest alike):
 * bare full-resolution JPEG decode rate (PIL ``Image.open(...).load()``) with 1 and 2 processes;
+* the draft-mode decode + crop + resize of :func:`pipeline.data.readers.read_cutout` alone (1 process);
 * ingest rate (decode in draft mode, crop, resize, staging, store write, finalize) with 1 worker
   (in-process) and with local Dask clusters of 1 and 2 worker processes (cluster start excluded);
 * peak memory (max RSS of the ingest process, workers=1) at ``--n`` and ``--memory-n`` catalogue rows
@@ -55,6 +57,26 @@ def bare_decode_rate(paths: list[str], processes: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+def draft_decode_rate(paths: list[str], crop_size: int, size: int = 64) -> float:
+    """Cutouts per second of :func:`pipeline.data.readers.read_cutout` alone (draft decode, crop, resize), 1 process."""
+    from pipeline.data.readers import CropSpec, read_cutout
+
+    with Image.open(paths[0]) as im:
+        w, h = im.size
+    crop = CropSpec.centred(w, h, crop_size, size)
+    t = time.perf_counter()
+    for p in paths:
+        read_cutout(Path(p), crop)
+    return len(paths) / (time.perf_counter() - t)
+
+
+def _warm_imports() -> None:
+    import PIL.JpegImagePlugin  # noqa: F401
+    import zarr  # noqa: F401
+
+    import pipeline.data.ingest  # noqa: F401
+
+
 def ingest_rate(survey: Path, out: Path, *, workers: int, cluster: bool, shard_size: int) -> float:
     from pipeline.data.ingest import ingest_survey
 
@@ -67,10 +89,15 @@ def ingest_rate(survey: Path, out: Path, *, workers: int, cluster: bool, shard_s
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
         with Client(lc) as c:
-            c.run(lambda: __import__("pipeline.data.ingest"))  # warm imports, as a long-lived cluster would be
+            c.run(_warm_imports)  # as a long-lived cluster would be
         t = time.perf_counter()
         ingest_survey(
-            survey / "catalog.parquet", survey / "images", out, scheduler=lc.scheduler_address, overwrite=True
+            survey / "catalog.parquet",
+            survey / "images",
+            out,
+            scheduler=lc.scheduler_address,
+            overwrite=True,
+            shard_size=shard_size,
         )
         return n / (time.perf_counter() - t)
 
@@ -149,9 +176,16 @@ def crop_study(survey: Path, n: int = 300) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n", type=int, default=2000, help="demo cutouts written (when no --survey)")
     ap.add_argument(
-        "--shard-size", type=int, default=128, help="small shards so a small survey has blocks for 2 workers"
+        "--rate-rows",
+        type=int,
+        default=10000,
+        help="catalogue rows for the rate figures (re-using the survey's files under distinct ids, for"
+        " the bare decode as for the ingest), so that a run's fixed costs weigh as little as at survey scale",
+    )
+    ap.add_argument(
+        "--shard-size", type=int, default=1024, help="objects per shard (the store's default; 10 blocks at 10,000 rows)"
     )
     ap.add_argument("--memory-small", type=int, default=2000)
     ap.add_argument("--memory-n", type=int, default=20000)
@@ -172,25 +206,42 @@ def main() -> None:
     if args.crop_study:
         crop_study(survey)
     _decode_files(paths)  # page cache warm
-    print(f"cores: {os.cpu_count()}  objects: {n}")
-    bare1, bare2 = bare_decode_rate(paths, 1), bare_decode_rate(paths, 2)
-    print(f"bare full-resolution JPEG decode: 1 process {bare1:7.0f}/s   2 processes {bare2:7.0f}/s")
-    serial = ingest_rate(survey, tmp / "s.zarr", workers=1, cluster=False, shard_size=args.shard_size)
-    d1 = ingest_rate(survey, tmp / "d1.zarr", workers=1, cluster=True, shard_size=args.shard_size)
-    d2 = ingest_rate(survey, tmp / "d2.zarr", workers=2, cluster=True, shard_size=args.shard_size)
-    print(
-        f"ingest (size 64, default crop): in-process {serial:7.0f}/s  ({100 * serial / bare1:.0f} % of bare 1-process decode)"
-    )
-    print(
-        f"ingest, Dask LocalCluster:   1 worker {d1:7.0f}/s   2 workers {d2:7.0f}/s  ({100 * d2 / bare2:.0f} % of bare 2-process decode)"
-    )
-    print(f"speed-up 1 -> 2 workers: {d2 / d1:.2f}x (Dask)   {d2 / serial:.2f}x (vs in-process)")
 
     def rows(m: int) -> Path:  # a catalogue of m rows re-using the survey's files under distinct ids
         reps = int(np.ceil(m / n))
         big = pd.concat([cat.assign(iauname=cat.iauname + f"_{r}") for r in range(reps)], ignore_index=True)
         big.iloc[:m].to_parquet(tmp / f"rows{m}.parquet")
         return tmp / f"rows{m}.parquet"
+
+    m = args.rate_rows
+    rate_survey = tmp / "rate-survey"
+    rate_survey.mkdir()
+    shutil.copy(rows(m), rate_survey / "catalog.parquet")
+    (rate_survey / "images").symlink_to((survey / "images").resolve())
+    rate_paths = [paths[i % n] for i in range(m)]
+    print(f"cores: {os.cpu_count()}  cutout files: {n}  catalogue rows for the rates: {m}")
+    bare1, bare2 = bare_decode_rate(rate_paths, 1), bare_decode_rate(rate_paths, 2)
+    print(f"bare full-resolution JPEG decode: 1 process {bare1:7.0f}/s   2 processes {bare2:7.0f}/s")
+    from pipeline.data.ingest import DEFAULT_CROP_FRACTION
+
+    with Image.open(paths[0]) as im:
+        crop_px = int(round(DEFAULT_CROP_FRACTION * min(im.size)))
+    draft = draft_decode_rate(rate_paths[:n], crop_px)
+    print(
+        f"draft-mode decode + crop + resize alone (read_cutout), 1 process: {draft:7.0f}/s"
+        f"  ({draft / bare1:.2f}x the bare decode rate)"
+    )
+    serial = ingest_rate(rate_survey, tmp / "s.zarr", workers=1, cluster=False, shard_size=args.shard_size)
+    d1 = ingest_rate(rate_survey, tmp / "d1.zarr", workers=1, cluster=True, shard_size=args.shard_size)
+    d2 = ingest_rate(rate_survey, tmp / "d2.zarr", workers=2, cluster=True, shard_size=args.shard_size)
+    print(
+        f"ingest (size 64, default crop): in-process {serial:7.0f}/s  ({100 * serial / bare1:.0f} % of bare 1-process decode)"
+    )
+    print(
+        f"ingest, Dask LocalCluster:   1 worker {d1:7.0f}/s ({100 * d1 / bare1:.0f} %)   2 workers {d2:7.0f}/s"
+        f"  ({100 * d2 / bare2:.0f} % of bare 2-process decode)"
+    )
+    print(f"speed-up 1 -> 2 workers: {d2 / d1:.2f}x (Dask)   {d2 / serial:.2f}x (vs in-process)")
 
     mem = {}
     for m in (args.memory_small, args.memory_n):

