@@ -88,11 +88,14 @@ class TrainConfig:
     log_every: int = 20  # steps between metrics.csv rows and progress lines
     num_workers: int = 0  # DataLoader worker processes (0 = main process)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks CUDA when present
+    cpu_threads: int | None = None  # torch CPU threads of a one-process CPU run (None: every CPU granted)
     grad_clip: float = 5.0  # max gradient norm
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.lr <= 0 or self.max_epochs < 1:
             raise ConfigError("train.batch_size, train.lr and train.max_epochs must be positive")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"train.cpu_threads must be at least 1 or null, got {self.cpu_threads}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 

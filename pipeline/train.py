@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline import __version__
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import RunConfig, save_config
-from pipeline.device import pick_device
+from pipeline.device import pick_device, set_cpu_threads
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.loss import beta_schedule, codae_loss, moment_targets
 from pipeline.model import build_model, load_model_state, model_state_dict
@@ -150,6 +150,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
+    if device.type == "cpu" and world == 1:  # (torchrun gives each of several processes its share)
+        set_cpu_threads(tc.cpu_threads)
     torch.manual_seed(tc.seed)
 
     dataset, data_desc = open_training_data(source)

@@ -81,3 +81,29 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, data
 def test_wrong_image_size_is_a_config_error(tmp_path, data):
     with pytest.raises(ConfigError, match="model expects"):
         train(RunConfig(), data, tmp_path / "run", progress=False)
+
+
+def test_cpu_training_uses_every_granted_cpu_even_after_a_dask_cluster_started(tmp_path, data):
+    """A local Dask cluster sets OMP_NUM_THREADS=1 in its parent process; the trainer sets torch's
+    threads itself: every CPU of the affinity mask by default, or ``train.cpu_threads``."""
+    import os
+
+    from distributed import LocalCluster
+
+    from pipeline.device import available_cpus
+
+    before, env = torch.get_num_threads(), dict(os.environ)
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40):
+            assert os.environ.get("OMP_NUM_THREADS") == "1"  # what the nanny did to this process
+        torch.set_num_threads(1)
+        train(_config(max_epochs=1, device="cpu"), data, tmp_path / "all", progress=False)
+        assert torch.get_num_threads() == available_cpus()
+        train(_config(max_epochs=1, device="cpu", cpu_threads=1), data, tmp_path / "one", progress=False)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match="cpu_threads"):
+            _config(cpu_threads=0)
+    finally:
+        torch.set_num_threads(before)
+        os.environ.clear()
+        os.environ.update(env)
