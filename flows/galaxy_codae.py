@@ -6,12 +6,13 @@ The flow holds no science: every task body is one call into ``pipeline/`` or ``c
 * **per-shard tasks** for ingest (one decode task per catalogue block, one write task per store
   shard) and inference (one task per store shard), spread over a Dask cluster through
   ``prefect_dask.DaskTaskRunner``, so the Prefect UI shows progress across the survey;
-* **one Dask cluster per run**, chosen by ``cluster``: ``None`` starts a ``LocalCluster`` of
-  ``workers`` single-threaded processes; ``"tcp://host:port"`` uses a running scheduler; a path to
-  a dask-jobqueue YAML (``docker/slurm/jobqueue.yaml``) starts a ``SLURMCluster`` of ``workers``
-  jobs.  Every subflow's ``DaskTaskRunner`` connects to that one cluster by address.
-  Training runs in the flow's own process on a local cluster (Dask's nanny pins worker processes
-  to one thread, and torch wants the cores), and on a cluster worker otherwise (a GPU job);
+* **Dask clusters**, chosen by ``cluster``: ``"tcp://host:port"`` uses a running scheduler and a
+  path to a dask-jobqueue YAML (``docker/slurm/jobqueue.yaml``) starts a ``SLURMCluster`` of
+  ``workers`` jobs; every step's ``DaskTaskRunner`` connects to that one cluster by address, and
+  training goes to a cluster worker (a GPU job).  ``None`` (one machine) starts a ``LocalCluster``
+  of ``workers`` single-threaded processes for the ingest and another for the inference; training
+  and the stacks run in the flow's own process between them, on every core through torch's
+  threads, with no idle cluster taking CPU beside them;
 * **resume by cache**: results persisted under ``OUT/.prefect-results`` and cached on inputs +
   task source (:data:`flows.tasks.TASK_OPTIONS`); a step whose final output is missing from disk
   refreshes its cache, so a deleted output is rebuilt rather than served stale;
@@ -209,6 +210,8 @@ def train_flow(config: dict[str, Any], store: str, run_dir: str, results: str, g
     ckpt = Path(run_dir) / "checkpoint.pt"
     key = t.digest(t.fingerprint(store))
     task = t.train_model.with_options(result_storage=results, refresh_cache=not ckpt.exists())
+    if ckpt.exists():
+        logger.info("train: resuming %s from its checkpoint (unless this exact run is cached as finished)", run_dir)
     with _gpu("jobqueue" if gpu else "local"):
         result = task.submit(config, store, run_dir, key, resume=ckpt.exists()).result()
     logger.info("train: %d steps (%.2f epochs)%s, final loss %.5f, %.1f img/s; %s", result.steps,
@@ -290,6 +293,7 @@ def galaxy_codae(
     workers: local worker processes, or SLURM jobs for a jobqueue YAML.
     device: ``auto``, ``cpu`` or ``cuda`` for inference (training uses ``train.device`` of the config).
     """
+    from pipeline.device import set_cpu_threads
     from pipeline.errors import BadInputError
 
     logger = get_run_logger()
@@ -315,18 +319,32 @@ def galaxy_codae(
     catalogue = str(out_p / "catalog.fits")
     config_dict = cfg.to_dict()
 
+    local = cluster is None or cluster in ("", "local")
     with dask_cluster(cluster, workers) as (address, kind):
         logger.info("dask: %s cluster at %s", kind, address)
         summary = ingest_flow.with_options(task_runner=_runner(address))(
             catalog, images, store, cfg.model.image_size, shard_size, results)
         # The run directory is named by what a resume must not change: model + loss config and the store.
         run_dir = str(out_p / "runs" / t.digest(config_dict["model"], config_dict["loss"], t.fingerprint(store)))
-        train_runner = ThreadPoolTaskRunner(max_workers=1) if kind == "local" else _runner(address)
-        trained = train_flow.with_options(task_runner=train_runner)(
-            config_dict, store, run_dir, results, gpu=kind == "jobqueue")
-        catalogue = infer_flow.with_options(task_runner=_runner(address))(
-            store, str(trained.checkpoint), catalogue, results, device=device, gpu=kind == "jobqueue")
-        stacked = stack_flow.with_options(task_runner=_runner(address))(
+        if not local:  # training (a GPU job), inference and the stacks all go to the cluster
+            trained = train_flow.with_options(task_runner=_runner(address))(
+                config_dict, store, run_dir, results, gpu=kind == "jobqueue")
+            catalogue = infer_flow.with_options(task_runner=_runner(address))(
+                store, str(trained.checkpoint), catalogue, results, device=device, gpu=kind == "jobqueue")
+            stacked = stack_flow.with_options(task_runner=_runner(address))(
+                catalogue, store, str(out_p / "stacks"), selections, results)
+    if local:
+        # On one machine, training and the stacks run in this process on all its cores (torch
+        # threads), with no idle cluster beside them; a fresh local cluster runs the per-shard
+        # inference.  Measured on 2 cores: training 7 % faster without the idle cluster, and the
+        # three default stacks in 5.6 s here against 13 s as three one-thread tasks on 2 workers.
+        trained = train_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
+            config_dict, store, run_dir, results)
+        with dask_cluster(None, workers) as (address, kind):
+            catalogue = infer_flow.with_options(task_runner=_runner(address))(
+                store, str(trained.checkpoint), catalogue, results, device=device)
+        set_cpu_threads()  # a LocalCluster leaves OMP_NUM_THREADS=1 in this process (see pipeline.device)
+        stacked = stack_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
             catalogue, store, str(out_p / "stacks"), selections, results)
 
     n_catalogued = artifacts.catalogue_rows(catalogue)
