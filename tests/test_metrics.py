@@ -202,6 +202,19 @@ def test_collapsed_latent_is_ignored(factors: np.ndarray) -> None:
     assert z_max_var(factors, z) >= 0.95
 
 
+def test_code_columns_in_different_units_do_not_prune_one_another(factors: np.ndarray) -> None:
+    """Pose codes come in mixed units (x, y normalised, the angle in degrees): scaling one column
+    by 1000 changes nothing, since codes are standardised and collapse is judged per dimension."""
+    z = permuted_code(factors)
+    loud = z.copy()
+    loud[:, 0] *= 1000.0
+    for metric in (z_min_var, z_max_var):
+        assert metric(factors, loud) == pytest.approx(metric(factors, z), abs=1e-12)
+        assert metric(factors, loud) >= 0.95
+    offset = np.concatenate([z, 5.0 + 1e-4 * np.random.default_rng(1).normal(size=(N, 1))], axis=1)
+    assert z_min_var(factors, offset) >= 0.95  # a constant offset with jitter is collapsed, not a vote
+
+
 def test_bad_inputs_are_reported() -> None:
     f = grid_factors(100, seed=0)
     with pytest.raises(BadInputError, match="100 rows but codes have 99"):

@@ -543,9 +543,17 @@ def _majority_vote_score(
 
 
 def _active_normalised(z: NDArray[np.float64], std_threshold: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Codes divided by their standard deviation, and the mask of active (not collapsed) dimensions."""
+    """Codes divided by their standard deviation, and the mask of active (not collapsed) dimensions.
+
+    A dimension is collapsed when its standard deviation is at most ``std_threshold`` times its
+    own root-mean-square value (it barely moves about its offset).  The rule looks at each
+    dimension alone, so code columns in different units (x, y normalised, an angle in degrees,
+    content latents) do not prune one another; a rule relative to the largest standard deviation
+    pruned every normalised column next to an angle in degrees.
+    """
     sd = z.std(axis=0, ddof=1)
-    active = sd > std_threshold * sd.max() if sd.max() > 0 else np.zeros(sd.shape, dtype=bool)
+    rms = np.sqrt(np.mean(z * z, axis=0))
+    active = sd > std_threshold * rms
     if not np.any(active):
         msg = "every code dimension is constant; the representation cannot be evaluated"
         raise BadInputError(msg)
@@ -570,9 +578,9 @@ def z_min_var(
     """z-min variance, the FactorVAE metric (Kim & Mnih 2018), on a finite data set.
 
     Codes are divided by their standard deviation over the whole set; dimensions whose
-    standard deviation is below ``std_threshold`` times the largest are pruned (collapsed;
-    Kim & Mnih prune at 0.05 absolute for unit-prior VAEs, deterministic codes have no
-    natural scale).  One vote: pick a factor ``k``, one class of ``v_k`` (uniformly among
+    standard deviation is at most ``std_threshold`` times their own RMS value are pruned
+    (collapsed; Kim & Mnih prune at 0.05 absolute for unit-prior VAEs, deterministic codes
+    have no natural scale, and pose codes come in mixed units).  One vote: pick a factor ``k``, one class of ``v_k`` (uniformly among
     classes with >= 2 samples), draw ``batch_size`` samples of it with replacement, and vote
     (argmin_d of the within-batch variance, ``k``).  The majority-vote classifier (each
     dimension maps to its most voted factor) is fitted on ``n_train`` votes and scored on
