@@ -62,6 +62,11 @@ _STACK_KEYS = {"name", "where", "method", "bin_by", "bins"}
 # ----------------------------------------------------------------------------- cluster and config
 
 
+def is_local(cluster: str | None) -> bool:
+    """True when ``cluster`` asks for a ``LocalCluster`` on this machine (None, ``""`` or ``"local"``)."""
+    return cluster is None or cluster in ("", "local")
+
+
 @contextmanager
 def dask_cluster(cluster: str | None, workers: int) -> Iterator[tuple[str, str]]:
     """Yield ``(scheduler address, kind)`` for the run; kind is ``local``, ``address`` or ``jobqueue``.
@@ -74,7 +79,7 @@ def dask_cluster(cluster: str | None, workers: int) -> Iterator[tuple[str, str]]
 
     if workers < 1:
         raise ConfigError(f"workers must be at least 1 (got {workers})")
-    if cluster is None or cluster in ("", "local"):
+    if is_local(cluster):
         from distributed import LocalCluster
 
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -319,7 +324,7 @@ def galaxy_codae(
     catalogue = str(out_p / "catalog.fits")
     config_dict = cfg.to_dict()
 
-    local = cluster is None or cluster in ("", "local")
+    local = is_local(cluster)
     with dask_cluster(cluster, workers) as (address, kind):
         logger.info("dask: %s cluster at %s", kind, address)
         summary = ingest_flow.with_options(task_runner=_runner(address))(
