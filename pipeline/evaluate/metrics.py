@@ -581,8 +581,9 @@ def z_min_var(
     standard deviation is at most ``std_threshold`` times their own RMS value are pruned
     (collapsed; Kim & Mnih prune at 0.05 absolute for unit-prior VAEs, deterministic codes
     have no natural scale, and pose codes come in mixed units).  One vote: pick a factor
-    ``k``, one class of ``v_k`` (uniformly among classes with >= 2 samples), draw ``batch_size`` samples of it with replacement, and vote
-    (argmin_d of the within-batch variance, ``k``).  The majority-vote classifier (each
+    ``k``, one class of ``v_k`` (uniformly among classes with >= 2 samples), draw
+    ``batch_size`` samples of it with replacement, and vote (argmin_d of the within-batch
+    variance, ``k``).  The majority-vote classifier (each
     dimension maps to its most voted factor) is fitted on ``n_train`` votes and scored on
     ``n_eval`` fresh votes; accuracy is rescaled for chance ``1/K``.
     """
