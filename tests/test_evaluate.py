@@ -6,9 +6,11 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from pipeline.cli import main
+from pipeline.data.memory import ArrayDataset
 from pipeline.data.shapes import rasterize
 from pipeline.errors import BadInputError
 from pipeline.evaluate.run import ModelCodes, codes_for_metrics, make_eval_data, orientation_spread
@@ -131,6 +133,17 @@ def test_xyrcs_factors_fold_the_rotation_by_symmetry():
     assert data.factor_names == ("x_pix", "y_pix", "rotation_deg", "hue_deg", "brightness", "shape_id")
     assert set(data.circular) == {"rotation_deg", "hue_deg"}
     assert np.all(data.named["rotation_deg"] < 360.0)
+
+
+@pytest.mark.parametrize("name, full", [("xyrcs", 0.4), ("dsprites", 1.0)])
+def test_synthetic_sets_reach_full_scale_as_the_models_see_them(name, full):
+    """The trainer's view (uint8 / 255) of every synthetic set spans [0, 1]: binary dSprites are
+    exactly {0, 1}, and XYRCS objects are at least as bright as their lowest brightness factor."""
+    data = make_eval_data(name, n=12, size=64)
+    seen = torch.stack([ArrayDataset(data.images)[i][0] for i in range(12)])
+    assert seen.min() == 0.0 and seen.amax(dim=(1, 2, 3)).min() >= full - 0.01
+    if name == "dsprites":
+        assert set(torch.unique(seen).tolist()) == {0.0, 1.0}
 
 
 # ----------------------------------------------------------------------------- the command

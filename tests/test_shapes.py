@@ -48,7 +48,7 @@ def test_xyrcs_factors_and_determinism():
 def test_dsprites_factor_grid():
     d = make_dsprites(64, seed=1)
     assert d.images.shape == (64, 1, 64, 64) and d.images.dtype == np.uint8
-    assert set(np.unique(d.images)) <= {0, 1}
+    assert set(np.unique(d.images)) == {0, 255}  # uint8 / 255 is [0, 1] everywhere in the pipeline
     f = d.factors
     assert np.isin(f.scale, DSPRITES_SCALES).all() and len(DSPRITES_SCALES) == 6
     assert DSPRITES_SCALES[0] == 0.5 and DSPRITES_SCALES[-1] == 1.0
@@ -89,13 +89,16 @@ def test_load_dsprites_npz(tmp_path):
     classes = np.stack([np.zeros(5), f.shape_id, f.scale_class, f.rotation_class, f.pos_x_class,
                         f.pos_y_class], axis=1).astype(np.int64)
     path = tmp_path / "dsprites_ndarray_tiny.npz"
-    np.savez(path, imgs=d.images[:, 0], latents_values=values, latents_classes=classes)
+    np.savez(path, imgs=(d.images[:, 0] // 255).astype(np.uint8), latents_values=values, latents_classes=classes)
     got = load_dsprites_npz(path)
     np.testing.assert_array_equal(got.images, d.images)
     np.testing.assert_allclose(got.factors.orientation, values[:, 3])
     assert list(got.factors.shape_class) == list(f.shape_id)
     sub = load_dsprites_npz(path, indices=np.array([3, 1]))
     np.testing.assert_array_equal(sub.images, d.images[[3, 1]])
+    np.savez(tmp_path / "grey.npz", imgs=d.images[:, 0], latents_values=values, latents_classes=classes)
+    with pytest.raises(BadInputError, match="should be binary"):
+        load_dsprites_npz(tmp_path / "grey.npz")
     np.savez(tmp_path / "bad.npz", imgs=d.images[:, 0])
     with pytest.raises(BadInputError, match="missing latents_values"):
         load_dsprites_npz(tmp_path / "bad.npz")

@@ -70,7 +70,11 @@ _DSPRITES_MARGIN = 13.0  # centres span [margin, 63 - margin] px as positions go
 
 
 class ShapeData(NamedTuple):
-    """Images (N, C, 64, 64) and their factor table (one row per image)."""
+    """Images (N, C, 64, 64) and their factor table (one row per image).
+
+    Images are uint8 in 0..255, as everywhere in the pipeline (uint8 / 255 gives [0, 1]); binary
+    dSprites are {0, 255}.
+    """
 
     images: NDArray
     factors: pd.DataFrame
@@ -147,7 +151,7 @@ def make_xyrcs(n: int, *, seed: int = 0, channels: int = 3) -> ShapeData:
 
 
 def make_dsprites(n: int, *, seed: int = 0) -> ShapeData:
-    """``n`` procedural dSprites, uint8 (N, 1, 64, 64) in {0, 1}, factors on the dSprites grid.
+    """``n`` procedural dSprites, uint8 (N, 1, 64, 64) in {0, 255}, factors on the dSprites grid.
 
     Factors: ``shape``, ``shape_id`` (index in :data:`DSPRITES_SHAPES`), ``scale``
     (:data:`DSPRITES_SCALES`), ``rotation_deg`` (:data:`DSPRITES_ROTATIONS_DEG`, CCW as
@@ -168,7 +172,7 @@ def make_dsprites(n: int, *, seed: int = 0) -> ShapeData:
     for i in range(n):
         cover = rasterize(DSPRITES_SHAPES[shape_id[i]], x[i], y[i], DSPRITES_ROTATIONS_DEG[rot_c[i]],
                           _DSPRITES_HALF * DSPRITES_SCALES[scale_c[i]])
-        images[i, 0] = cover >= 0.5
+        images[i, 0] = np.where(cover >= 0.5, 255, 0)
     names = [DSPRITES_SHAPES[k] for k in shape_id]
     factors = pd.DataFrame({
         "shape": names, "shape_id": shape_id, "scale": DSPRITES_SCALES[scale_c],
@@ -187,7 +191,8 @@ _DSPRITES_LATENTS = ("color", "shape", "scale", "orientation", "pos_x", "pos_y")
 def load_dsprites_npz(path: Path | str, *, indices: NDArray[np.integer] | None = None) -> ShapeData:
     """Read DeepMind's ``dsprites_ndarray_*.npz`` (keys ``imgs``, ``latents_values``, ``latents_classes``).
 
-    Returns uint8 images (N, 1, 64, 64) and the factors as stored: ``color``, ``shape``
+    Returns uint8 images (N, 1, 64, 64) in {0, 255} (the file stores {0, 1}; scaled so that uint8 /
+    255 is [0, 1], as everywhere in the pipeline) and the factors as stored: ``color``, ``shape``
     (1 square, 2 ellipse, 3 heart), ``scale``, ``orientation`` (radians; the real file's
     40 values run over [0, 2 pi] inclusive, so 0 and 2 pi coincide), ``pos_x``, ``pos_y``,
     plus ``*_class`` integer columns.  The file's sense of rotation and of ``pos_y`` as
@@ -206,7 +211,9 @@ def load_dsprites_npz(path: Path | str, *, indices: NDArray[np.integer] | None =
         raise BadInputError(f"{path}: cannot read dSprites npz ({e})") from e
     if imgs.ndim != 3 or values.shape != (len(imgs), 6) or classes.shape != (len(imgs), 6):
         raise BadInputError(f"{path}: unexpected dSprites shapes imgs {imgs.shape}, latents {values.shape}")
+    if imgs.size and int(imgs.max()) > 1:
+        raise BadInputError(f"{path}: dSprites imgs should be binary {{0, 1}}, found a maximum of {int(imgs.max())}")
     factors = pd.DataFrame({name: values[:, j] for j, name in enumerate(_DSPRITES_LATENTS)})
     for j, name in enumerate(_DSPRITES_LATENTS):
         factors[f"{name}_class"] = classes[:, j].astype(np.int64)
-    return ShapeData(np.ascontiguousarray(imgs[:, None].astype(np.uint8)), factors)
+    return ShapeData(np.ascontiguousarray(imgs[:, None].astype(np.uint8) * np.uint8(255)), factors)
