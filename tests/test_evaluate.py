@@ -13,7 +13,7 @@ from pipeline.cli import main
 from pipeline.data.memory import ArrayDataset
 from pipeline.data.shapes import rasterize
 from pipeline.errors import BadInputError
-from pipeline.evaluate.run import ModelCodes, codes_for_metrics, make_eval_data, orientation_spread
+from pipeline.evaluate.run import ModelCodes, codes_for_metrics, make_eval_data, orientation_spread, shapes_drawn
 from pipeline.evaluate.scientific import load_scientific, load_stack, normalise_stack, write_store
 
 # scikit-learn warns when a factor has as many classes (20 bins) as a handful of test samples hold;
@@ -127,6 +127,28 @@ def test_orientation_spread_is_zero_for_aligned_shapes_and_large_for_random_ones
     assert orientation_spread(flat).n_used.iloc[0] == 0
 
 
+def test_one_blob_for_every_shape_is_not_counted_as_aligned_shapes():
+    """A common axis is not enough: the aligned images must draw each shape as the inputs show it."""
+    rng = np.random.default_rng(1)
+    labels = np.array(["rectangle"] * 6 + ["circle"] * 6)
+    inputs = np.stack([rasterize(lab, *rng.uniform(24, 40, 2), float(rng.uniform(0, 360)), 10.0)[None]
+                       for lab in labels])
+    drawn = np.stack([rasterize(lab, 31.5, 31.5, 0.0, 10.0)[None] for lab in labels])
+    yy, xx = np.mgrid[0:64, 0:64]
+    blob = np.exp(-((xx - 31.5) ** 2 / 60.0 + (yy - 31.5) ** 2 / 30.0))[None]  # one elongated blob for all
+    blobs = np.stack([blob] * len(labels))
+
+    def table(aligned):
+        t = orientation_spread(aligned, labels)
+        t["input_anisotropy"] = t.label.map(orientation_spread(inputs, labels).set_index("label").mean_anisotropy)
+        return t
+
+    good, bad = table(drawn), table(blobs)
+    assert good.spread_deg.iloc[0] < 0.5 and bad.spread_deg.iloc[0] < 0.5  # both share one axis
+    assert shapes_drawn(good) and not shapes_drawn(bad)
+    assert not shapes_drawn(good.assign(input_anisotropy=np.nan))  # nothing to compare: no claim
+
+
 def test_xyrcs_factors_fold_the_rotation_by_symmetry():
     data = make_eval_data("xyrcs", n=30, size=32)
     assert data.images.shape == (30, 3, 32, 32)
@@ -175,7 +197,8 @@ def test_evaluate_command_end_to_end_on_tiny_xyrcs(tmp_path, capsys):
         assert all(r["label"] == "unnamed" or r["label"] in TINY_FACTORS for r in table)
     codae_latents = [r["latent"] for r in csv.DictReader(open(out / "pearson_codae.csv"))]
     assert codae_latents[:4] == ["x", "y", "theta_cos", "theta_sin"]
-    assert "rectangle" in (out / "alignment.csv").read_text()
+    align = {r["label"]: r for r in csv.DictReader(open(out / "alignment.csv")) if r["model"] == "codae"}
+    assert float(align["rectangle"]["input_anisotropy"]) > 0.5 > float(align["circle"]["input_anisotropy"])
     assert main(args) == 2  # results are not overwritten
 
 

@@ -12,7 +12,8 @@ into ``OUT``:
 ``pearson_<kind>.csv``    Pearson r of each latent with named quantities, labels (``unnamed`` < 0.5)
 ``pearson.md``            all of them as markdown
 ``alignment.csv``         per model and shape: circular spread (degrees) of the moment axis of the
-                          aligned reconstructions, and their mean moment anisotropy
+                          aligned reconstructions, their mean moment anisotropy, and that of the
+                          input images (``input_anisotropy``; see :func:`shapes_drawn`)
 ``figures/<kind>_aligned.png``     input / same view / aligned reconstructions (best seed)
 ``figures/<kind>_traversals.png``  latent traversals (best seed)
 ``runs/<kind>/seed<k>/``  each training run (checkpoint, config, metrics.csv, figures)
@@ -69,6 +70,7 @@ __all__ = [
     "encode",
     "codes_for_metrics",
     "orientation_spread",
+    "shapes_drawn",
     "evaluate",
 ]
 
@@ -305,6 +307,19 @@ def orientation_spread(aligned: NDArray | torch.Tensor, labels: NDArray | None =
     return pd.DataFrame(rows)
 
 
+def shapes_drawn(alignment: pd.DataFrame, *, tolerance: float = 0.1) -> bool:
+    """Whether aligned reconstructions draw each shape as elongated as the inputs show it.
+
+    ``alignment`` holds one model's rows of ``alignment.csv``.  The orientation spread says
+    that aligned images share one axis; it is evidence that *shapes* are aligned only when the
+    decoder draws them, i.e. when each shape's mean moment anisotropy of the aligned images is
+    within ``tolerance`` of the inputs' (pose does not change anisotropy).  A decoder that draws
+    one blurred blob for everything has a common axis too, and fails this check.
+    """
+    rows = alignment.dropna(subset=["mean_anisotropy", "input_anisotropy"])
+    return bool(len(rows)) and bool(((rows.mean_anisotropy - rows.input_anisotropy).abs() <= tolerance).all())
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -479,6 +494,9 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     run_rows: list[dict] = []
     align_rows: list[pd.DataFrame] = []
     pearson: dict[str, pd.DataFrame] = {}
+    labels = data.shapes[idx] if data.shapes is not None else None
+    input_aniso = orientation_spread(torch.cat([_float(eval_images[a:a + 512]) for a in range(0, len(idx), 512)]),
+                                     labels).set_index("label").mean_anisotropy
     for kind in kinds:
         mcfg = model_config_for(kind, data, latent_dim=latent_dim, base=base_model)
         seed_list = [None] if kind in ckpts else list(range(seeds))
@@ -520,8 +538,8 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
         latent_traversals(model, grid[0], out / "figures" / f"{kind}_traversals.png")
         with torch.no_grad():
             aligned = torch.cat([model(_float(eval_images[a:a + 128])).aligned for a in range(0, len(eval_images), 128)])
-        labels = data.shapes[idx] if data.shapes is not None else None
         spread = orientation_spread(aligned, labels)
+        spread["input_anisotropy"] = spread.label.map(input_aniso).to_numpy()
         spread.insert(0, "model", kind)
         spread.insert(1, "seed", best_seed)
         align_rows.append(spread)
