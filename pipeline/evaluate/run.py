@@ -495,8 +495,7 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     align_rows: list[pd.DataFrame] = []
     pearson: dict[str, pd.DataFrame] = {}
     labels = data.shapes[idx] if data.shapes is not None else None
-    input_aniso = orientation_spread(torch.cat([_float(eval_images[a:a + 512]) for a in range(0, len(idx), 512)]),
-                                     labels).set_index("label").mean_anisotropy
+    input_aniso = orientation_spread(_float(eval_images), labels).set_index("label").mean_anisotropy
     for kind in kinds:
         mcfg = model_config_for(kind, data, latent_dim=latent_dim, base=base_model)
         seed_list = [None] if kind in ckpts else list(range(seeds))
