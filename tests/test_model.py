@@ -163,10 +163,30 @@ def test_learned_centroid_turns_with_the_image(model, k):
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         *_, first = model.trunk(x, with_stem=True)
-        x0, y0 = model.centroid(first)
+        x0, y0 = model.centroid(x, first)
         *_, first_k = model.trunk(torch.rot90(x, k, dims=(2, 3)), with_stem=True)
-        xk, yk = model.centroid(first_k)
+        xk, yk = model.centroid(torch.rot90(x, k, dims=(2, 3)), first_k)
     ex, ey = x0, y0
     for _ in range(k):
         ex, ey = ey, -ex
     assert (xk - ex).abs().max() < 1e-4 and (yk - ey).abs().max() < 1e-4
+
+
+def test_learned_centroid_starts_at_the_moment_centroid_of_an_off_centre_object():
+    """An untrained model's centroid is the sky-subtracted first moment, however far the object
+    sits from the frame centre: the dark sky weighs nothing (a per-pixel softplus weight made the
+    sky pull every estimate towards the centre)."""
+    from pipeline.moments import image_moments, subtract_background
+
+    torch.manual_seed(0)
+    net = CODAE(ModelConfig(image_size=64, channels=1, widths=(4, 4, 8, 8), latent_dim=2))
+    images = torch.zeros(4, 1, 64, 64)
+    for i, (r, c) in enumerate([(10, 12), (50, 45), (30, 55), (8, 40)]):
+        images[i, 0, r - 3:r + 4, c - 2:c + 3] = 0.8
+    with torch.no_grad():
+        *_, first = net.trunk(images, with_stem=True)
+        x0, y0 = net.centroid(images, first)
+    m = image_moments(subtract_background(images))
+    assert (x0 - m.x).abs().max() < 1e-4 and (y0 - m.y).abs().max() < 1e-4
+    # and those are the pixel centres: column c maps to (2 c + 1) / 64 - 1
+    assert abs(float(x0[1]) - ((2 * 45 + 1) / 64 - 1)) < 1e-4

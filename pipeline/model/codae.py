@@ -4,7 +4,7 @@ Cha, Thiyagalingam et al., "Discovering fully semantic representations via centr
 and orientation-aware feature learning", Nature Machine Intelligence 7, 307-314 (2025).
 
     images (B, C, S, S)
-      -> EquivariantTrunk -> stem's invariant maps -> learned first moment (x0, y0)
+      -> EquivariantTrunk -> stem's invariant maps re-weight the sky-subtracted image -> learned first moment (x0, y0)
                           -> equivariant maps -> B_equi (FC, refines x0, y0) -> x, y, theta (pose)
                           -> group max-pool   -> B_inv  -> z (pose-invariant)
       z -> Euler encoding -> Decoder -> aligned image (centred, orientation 0)
@@ -75,7 +75,7 @@ class CODAE(nn.Module):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, C, S, S) in [0, 1] -> x, y, direction (B, 2), z (B, D)."""
         equi, inv, inv_first = self.trunk(images, with_stem=True)
-        x0, y0 = self.centroid(inv_first)  # learned first moment, full resolution
+        x0, y0 = self.centroid(images, inv_first)  # learned first moment, full resolution
         x, y, direction = self.b_equi(equi, x0, y0)  # FC layers refine it and give the orientation
         z = self.b_inv(inv)
         return x, y, direction, z
