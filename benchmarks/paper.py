@@ -14,7 +14,8 @@ For each dataset: every model trains for ``--budget-minutes`` of CPU wall clock 
   shown for beta-VAE and DAE, which have no aligned image.  Target for CODAE on
   XYRCS: under 5 degrees;
 * whether the aligned reconstructions draw the shapes at all (:func:`shapes_drawn`: each
-  shape's moment anisotropy within 0.1 of the inputs'), with the anisotropies.  A decoder that
+  shape's pose-free harmonics of orders 2 (the moment anisotropy), 3 and 4 within 0.1 of the
+  inputs'), with the harmonics.  A decoder that
   draws one blurred blob for every image has a common axis too, so a small spread counts as
   alignment of *shapes* only where this says "shapes drawn".
 
@@ -83,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             if kind in NO_POSE_KINDS:
                 continue
             al = res.alignment[res.alignment.model == kind]
-            aniso = ", ".join(f"{r.label} {r.mean_anisotropy:.2f} (inputs {r.input_anisotropy:.2f})"
+            aniso = ", ".join(f"{r.label} {r.mean_anisotropy:.2f}/{r.mean_harmonic_3:.2f}/{r.mean_harmonic_4:.2f} "
+                              f"(inputs {r.input_anisotropy:.2f}/{r.input_harmonic_3:.2f}/{r.input_harmonic_4:.2f})"
                               for r in al.itertuples())
             verdict = "shapes drawn" if shapes_drawn(al) else "shapes NOT drawn: the spread is not evidence of alignment"
-            print(f"aligned anisotropy, {kind}: {aniso}: {verdict}")
+            print(f"aligned shape harmonics 2/3/4, {kind}: {aniso}: {verdict}")
         codae = s[(s.model == "codae") & (s.setting == "with_pose")]
         if not codae.empty:
             others = s[(s.model != "codae") & (s.setting == "with_pose")]

@@ -22,7 +22,7 @@ import torch
 
 from pipeline.geometry import normalized_grid
 
-__all__ = ["Moments", "subtract_background", "image_moments", "com_orientation"]
+__all__ = ["Moments", "subtract_background", "image_moments", "com_orientation", "rotational_harmonics"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,29 @@ def com_orientation(signal: torch.Tensor, *, eps: float = 1e-8) -> tuple[torch.T
     m = image_moments(signal, eps=eps)
     angle = torch.remainder(torch.atan2(-m.y, m.x), 2 * math.pi)
     return angle, torch.hypot(m.x, m.y)
+
+
+def rotational_harmonics(signal: torch.Tensor, orders: tuple[int, ...] = (2, 3, 4), *,
+                         eps: float = 1e-8) -> torch.Tensor:
+    """Shape harmonics about the centroid, (B, len(orders)), each in [0, 1] and pose-free.
+
+    For order k: ``|sum w r^k exp(i k phi)| / sum w r^k`` with ``w`` the signal, ``r``, ``phi``
+    the polar coordinates about the intensity centroid.  A turn or shift of the image leaves
+    every amplitude unchanged.  Order 2 is the moment anisotropy of :func:`image_moments`; a
+    filled triangle has a large order 3, a square a large order 4, and a disc or a round blob
+    none of them.  signal: (B, H, W) non-negative (background already removed).
+    """
+    b, h, w = signal.shape
+    xx, yy = normalized_grid(h, w, device=signal.device, dtype=signal.dtype)
+    m = image_moments(signal, eps=eps)
+    dx = xx[None] - m.x[:, None, None]
+    dy = m.y[:, None, None] - yy[None]  # y up, so phi is CCW as displayed (the amplitude does not care)
+    r = torch.hypot(dx, dy)
+    phi = torch.atan2(dy, dx)
+    out = []
+    for k in orders:
+        wk = signal * r ** k
+        re = (wk * torch.cos(k * phi)).sum(dim=(1, 2))
+        im = (wk * torch.sin(k * phi)).sum(dim=(1, 2))
+        out.append(torch.hypot(re, im) / wk.sum(dim=(1, 2)).clamp_min(eps))
+    return torch.stack(out, dim=1).clamp(0.0, 1.0)

@@ -128,24 +128,35 @@ def test_orientation_spread_is_zero_for_aligned_shapes_and_large_for_random_ones
 
 
 def test_one_blob_for_every_shape_is_not_counted_as_aligned_shapes():
-    """A common axis is not enough: the aligned images must draw each shape as the inputs show it."""
+    """A common axis is not enough: the aligned images must draw each shape as the inputs show it,
+    and a triangle drawn as a round blob (its turn not learned) is not a triangle drawn."""
+    from pipeline.evaluate.run import SHAPE_MEASURES
+
     rng = np.random.default_rng(1)
-    labels = np.array(["rectangle"] * 6 + ["circle"] * 6)
+    labels = np.array(["rectangle"] * 6 + ["circle"] * 6 + ["triangle"] * 6)
     inputs = np.stack([rasterize(lab, *rng.uniform(24, 40, 2), float(rng.uniform(0, 360)), 10.0)[None]
                        for lab in labels])
     drawn = np.stack([rasterize(lab, 31.5, 31.5, 0.0, 10.0)[None] for lab in labels])
     yy, xx = np.mgrid[0:64, 0:64]
     blob = np.exp(-((xx - 31.5) ** 2 / 60.0 + (yy - 31.5) ** 2 / 30.0))[None]  # one elongated blob for all
     blobs = np.stack([blob] * len(labels))
+    disc = rasterize("circle", 31.5, 31.5, 0.0, 8.0)[None]
+    round_triangles = np.concatenate([drawn[:12], np.stack([disc] * 6)])  # right but for the triangles
 
     def table(aligned):
         t = orientation_spread(aligned, labels)
-        t["input_anisotropy"] = t.label.map(orientation_spread(inputs, labels).set_index("label").mean_anisotropy)
+        ref = orientation_spread(inputs, labels).set_index("label")
+        for col, input_col in SHAPE_MEASURES:
+            t[input_col] = t.label.map(ref[col])
         return t
 
-    good, bad = table(drawn), table(blobs)
+    good, bad, no_triangles = table(drawn), table(blobs), table(round_triangles)
     assert good.spread_deg.iloc[0] < 0.5 and bad.spread_deg.iloc[0] < 0.5  # both share one axis
     assert shapes_drawn(good) and not shapes_drawn(bad)
+    tri = no_triangles.set_index("label").loc["triangle"]
+    assert tri.input_harmonic_3 > 0.5 > 0.1 > tri.mean_harmonic_3  # the inputs' third order, lost
+    assert abs(tri.mean_anisotropy - tri.input_anisotropy) < 0.1  # which the anisotropy alone cannot see
+    assert not shapes_drawn(no_triangles)
     assert not shapes_drawn(good.assign(input_anisotropy=np.nan))  # nothing to compare: no claim
 
 
