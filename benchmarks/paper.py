@@ -1,6 +1,6 @@
 """The CODAE paper's comparison on XYRCS and procedural dSprites at 64 x 64 (not CI).
 
-Run: ``python benchmarks/paper.py [--budget-minutes M] [--seeds K] [--n N] [--n-eval E]
+Run: ``python benchmarks/paper.py [--budget-minutes M] [--seeds K] [--first-seed S] [--n N] [--n-eval E]
 [--datasets xyrcs,dsprites] [--models ...] [--out DIR]``.
 
 For each dataset: every model trains for ``--budget-minutes`` of CPU wall clock per seed through
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget-minutes", type=float, default=10.0, help="CPU training budget per model and seed")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run from this one upwards")
     p.add_argument("--n", type=int, default=5000, help="images generated per dataset (train = evaluation set)")
     p.add_argument("--n-eval", type=int, default=2000, help="images scored")
     p.add_argument("--datasets", default="xyrcs,dsprites")
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     kinds = [k for k in args.models.split(",") if k]
     out_root = args.out or Path(tempfile.mkdtemp(prefix="paper-bench-"))
-    print(f"# CODAE paper comparison: {args.budget_minutes:g} CPU min per model and seed, {args.seeds} seed(s), "
+    print(f"# CODAE paper comparison: {args.budget_minutes:g} CPU min per model and seed, {args.seeds} seed(s) from {args.first_seed}, "
           f"{args.n} images, {args.n_eval} scored; torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs; outputs in {out_root}")
     if args.budget_minutes < 5:
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [d for d in args.datasets.split(",") if d]:
         t0 = time.monotonic()
         data = make_eval_data(name, n=args.n, seed=0, size=64)
-        res = evaluate(data, kinds, out_root / name, seeds=args.seeds, budget_minutes=args.budget_minutes,
+        res = evaluate(data, kinds, out_root / name, seeds=args.seeds, first_seed=args.first_seed,
+                       budget_minutes=args.budget_minutes,
                        n_eval=args.n_eval, overwrite=True, progress=False)
         s = res.summary
         print(f"\n## {name} ({(time.monotonic() - t0) / 60:.1f} min)\n")

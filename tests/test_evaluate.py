@@ -188,13 +188,14 @@ def test_evaluate_command_end_to_end_on_tiny_xyrcs(tmp_path, capsys):
     config.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "eval"
     args = ["evaluate", "--dataset", "xyrcs", "--models", "codae,dae", "--out", str(out), "--budget-minutes", "0.04",
-            "--n", "48", "--n-eval", "40", "--image-size", "32", "--config", str(config), "--quiet"]
+            "--n", "48", "--n-eval", "40", "--image-size", "32", "--config", str(config), "--quiet", "--first-seed", "2"]
     assert main(args) == 0
     assert "mean of eight metrics" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "metrics_runs.csv")))
     assert {(r["model"], r["setting"]) for r in rows} == {(m, s) for m in ("codae", "dae")
                                                            for s in ("with_pose", "without_pose")}
     assert all(0.0 <= float(r["mean"]) <= 1.0 for r in rows)
+    assert {r["seed"] for r in rows} == {"2"} and (out / "runs" / "codae" / "seed2" / "checkpoint.pt").exists()
     dae_without = next(r for r in rows if r["model"] == "dae" and r["setting"] == "without_pose")
     assert dae_without["pose_removed"].startswith("latents ")  # remove_pose_latents for a model without pose
     md = (out / "metrics.md").read_text()

@@ -1,7 +1,7 @@
 """``galaxy-codae evaluate``: disentanglement metrics of CODAE and the baselines.
 
     galaxy-codae evaluate --dataset xyrcs|dsprites|STACK --models codae,beta-vae,... --out DIR
-        [--budget-minutes M] [--seeds K] [--n N] [--n-eval E] [--checkpoints kind=path,...]
+        [--budget-minutes M] [--seeds K] [--first-seed S] [--n N] [--n-eval E] [--checkpoints kind=path,...]
         [--centred] [--image-size S] [--latent-dim D] [--key NAME] [--store PATH] [--overwrite]
 
 Trains every model for every seed within the budget (per model and seed), scores the codes and
@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory for tables, figures and runs")
     p.add_argument("--budget-minutes", type=float, default=5.0, help="training wall-clock budget per model and seed")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (best and mean +- std are reported)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first training seed; seeds run from it upwards (add seeds to an earlier study)")
     p.add_argument("--n", type=int, default=5000, help="synthetic images to generate (stacks are used whole)")
     p.add_argument("--n-eval", type=int, default=2000, help="images scored (evenly spread over the data)")
     p.add_argument("--checkpoints", default="", help="kind=path,... checkpoints used instead of training")
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config is not None else RunConfig()
     batch = args.batch_size if args.batch_size is not None else (base.train.batch_size if args.config else 32)
     train = replace(base.train, batch_size=min(batch, len(data.images)), checkpoint_every=1_000_000)
-    result = evaluate(data, kinds, args.out, seeds=args.seeds, budget_minutes=args.budget_minutes,
+    result = evaluate(data, kinds, args.out, seeds=args.seeds, first_seed=args.first_seed,
+                      budget_minutes=args.budget_minutes,
                       n_eval=args.n_eval, checkpoints=_checkpoints(args.checkpoints), latent_dim=args.latent_dim,
                       base_model=base.model, base_train=train, overwrite=args.overwrite, progress=not args.quiet)
     if not result.summary.empty:

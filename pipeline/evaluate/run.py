@@ -478,11 +478,13 @@ def _summary_markdown(summary: pd.DataFrame, title: str) -> str:
     return "\n".join(parts)
 
 
-def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: int = 1, budget_minutes: float = 5.0,
+def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: int = 1, first_seed: int = 0,
+             budget_minutes: float = 5.0,
              n_eval: int = 2000, checkpoints: dict[str, Path] | None = None, latent_dim: int | None = None,
              base_model: ModelConfig | None = None, base_train: TrainConfig | None = None,
              overwrite: bool = False, progress: bool = True) -> EvaluationResult:
-    """Train (or load) every model of ``kinds`` for ``seeds`` seeds and write the tables and figures.
+    """Train (or load) every model of ``kinds`` for ``seeds`` seeds (``first_seed``, ``first_seed + 1``,
+    ...; a later study can add seeds without repeating the first ones) and write the tables and figures.
 
     ``budget_minutes`` is each training run's ``TrainConfig.max_minutes`` (per model and seed; a
     3-step speed calibration comes on top).  ``checkpoints`` maps a kind to
@@ -498,8 +500,8 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     unknown = [k for k in kinds if k not in MODEL_KINDS]
     if unknown or not kinds:
         raise ConfigError(f"unknown models {unknown or '(none given)'}; choose from {', '.join(MODEL_KINDS)}")
-    if seeds < 1 or budget_minutes <= 0:
-        raise ConfigError("--seeds must be >= 1 and --budget-minutes > 0")
+    if seeds < 1 or first_seed < 0 or budget_minutes <= 0:
+        raise ConfigError("--seeds must be >= 1, --first-seed >= 0 and --budget-minutes > 0")
     ckpts = _parse_checkpoints(checkpoints, kinds)
     if (out / "metrics_runs.csv").exists() or (out / "pearson.md").exists():
         if not overwrite:
@@ -519,7 +521,7 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     input_shape = orientation_spread(_float(eval_images), labels).set_index("label")
     for kind in kinds:
         mcfg = model_config_for(kind, data, latent_dim=latent_dim, base=base_model)
-        seed_list = [None] if kind in ckpts else list(range(seeds))
+        seed_list = [None] if kind in ckpts else list(range(first_seed, first_seed + seeds))
         best: tuple[float, torch.nn.Module | None, ModelCodes | None, int] = (-math.inf, None, None, 0)
         for s in seed_list:
             if s is None:
@@ -588,7 +590,8 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
         md += [f"## {kind}", "", _markdown(table.reset_index(names="latent")), ""]
     _atomic_text(out / "pearson.md", "\n".join(md))
     _atomic_text(out / "evaluation.json", json.dumps(
-        {"dataset": data.name, "models": list(kinds), "seeds": seeds, "budget_minutes": budget_minutes,
+        {"dataset": data.name, "models": list(kinds), "seeds": seeds, "first_seed": first_seed,
+         "budget_minutes": budget_minutes,
          "n_images": n, "n_eval": int(len(idx)), "checkpoints": {k: str(v) for k, v in ckpts.items()}}, indent=2))
     return EvaluationResult(out=out, runs=runs, summary=summary, alignment=alignment, pearson=pearson)
 
