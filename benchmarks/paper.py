@@ -39,7 +39,8 @@ import torch  # noqa: E402
 from pipeline.evaluate.run import NO_POSE_KINDS, evaluate, make_eval_data, shapes_drawn  # noqa: E402
 
 ALL_MODELS = "codae,beta-vae,dae,spatial-vae,target-vae,irl-inr"
-SPREAD_SHAPES = {"xyrcs": ("rectangle",), "dsprites": ("ellipse", "heart")}
+# Non-circular shapes; each spread is taken on the shape's strongest harmonic (axis, order 3 or 4).
+SPREAD_SHAPES = {"xyrcs": ("rectangle", "triangle"), "dsprites": ("ellipse", "heart", "square")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,9 @@ class LossConfig:
 
     reconstruction: Literal["mse", "bce"] = "mse"  # bce for binary images (dSprites)
     orientation_prior: Literal["moments", "com"] = "moments"  # com: centre of mass, for centred patterns
+    # moments prior only: shape-harmonic orders it may anchor to, per image the strongest.  (2,) is the
+    # paper's second-moment axis (galaxies); (2, 3, 4) also anchors triangles (mod 120) and squares (mod 90)
+    orientation_orders: tuple[int, ...] = (2,)
     beta_start: float = 1.0  # weight of the moment loss at step 0
     beta_end: float = 0.05  # floor after the decay; orientation stalls when beta reaches 0
     beta_decay_fraction: float = 0.6  # fraction of the planned steps over which beta decays (cosine)
@@ -68,6 +71,8 @@ class LossConfig:
             raise ConfigError(f"loss.reconstruction must be 'mse' or 'bce', got {self.reconstruction!r}")
         if self.orientation_prior not in ("moments", "com"):
             raise ConfigError(f"loss.orientation_prior must be 'moments' or 'com', got {self.orientation_prior!r}")
+        if not self.orientation_orders or any(not 2 <= k <= 8 for k in self.orientation_orders):
+            raise ConfigError(f"loss.orientation_orders must be orders from 2 to 8, got {list(self.orientation_orders)}")
         if not 0.0 <= self.beta_decay_fraction <= 1.0:
             raise ConfigError(f"loss.beta_decay_fraction must be in [0, 1], got {self.beta_decay_fraction}")
 

@@ -3,7 +3,9 @@
 Centroid from first moments, orientation from second central moments (an axis,
 mod 180 degrees), anisotropy ``(l1 - l2) / (l1 + l2)`` of the second-moment
 eigenvalues (0 for round, 1 for a line: how well the orientation is defined),
-and the minor/major axis ratio ``sqrt(l2 / l1)``.
+and the minor/major axis ratio ``sqrt(l2 / l1)``.  Shape harmonics of higher order
+(:func:`harmonic_sums`) give the orientation of shapes whose second moments are round: a
+triangle's turn mod 120 degrees (order 3), a square's mod 90 (order 4).
 
 Survey JPEGs carry a positive sky floor after the contrast stretch; moments taken
 without removing it are biased towards round and centred.  :func:`subtract_background`
@@ -22,7 +24,8 @@ import torch
 
 from pipeline.geometry import normalized_grid
 
-__all__ = ["Moments", "subtract_background", "image_moments", "com_orientation", "rotational_harmonics"]
+__all__ = ["Moments", "subtract_background", "image_moments", "com_orientation", "harmonic_sums",
+           "rotational_harmonics", "HarmonicOrientation", "harmonic_orientation"]
 
 
 @dataclass(frozen=True)
@@ -100,27 +103,72 @@ def com_orientation(signal: torch.Tensor, *, eps: float = 1e-8) -> tuple[torch.T
     return angle, torch.hypot(m.x, m.y)
 
 
-def rotational_harmonics(signal: torch.Tensor, orders: tuple[int, ...] = (2, 3, 4), *,
-                         eps: float = 1e-8) -> torch.Tensor:
-    """Shape harmonics about the centroid, (B, len(orders)), each in [0, 1] and pose-free.
+def harmonic_sums(signal: torch.Tensor, orders: tuple[int, ...], *,
+                  eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Complex shape harmonics about the intensity centroid, each part (B, len(orders)).
 
-    For order k: ``|sum w r^k exp(i k phi)| / sum w r^k`` with ``w`` the signal, ``r``, ``phi``
-    the polar coordinates about the intensity centroid.  A turn or shift of the image leaves
-    every amplitude unchanged.  Order 2 is the moment anisotropy of :func:`image_moments`; a
-    filled triangle has a large order 3, a square a large order 4, and a disc or a round blob
-    none of them.  signal: (B, H, W) non-negative (background already removed).
+    For order k: ``H_k = sum w r^k exp(i k phi)`` (real and imaginary parts) and its norm
+    ``S_k = sum w r^k``, with ``w`` the signal and ``r``, ``phi`` the polar coordinates about
+    the centroid, ``phi`` CCW as displayed.  Turning the image by ``a`` CCW multiplies ``H_k``
+    by ``exp(i k a)``.  Differentiable.  signal: (B, H, W) non-negative (background removed).
     """
     b, h, w = signal.shape
     xx, yy = normalized_grid(h, w, device=signal.device, dtype=signal.dtype)
     m = image_moments(signal, eps=eps)
     dx = xx[None] - m.x[:, None, None]
-    dy = m.y[:, None, None] - yy[None]  # y up, so phi is CCW as displayed (the amplitude does not care)
-    r = torch.hypot(dx, dy)
-    phi = torch.atan2(dy, dx)
-    out = []
-    for k in orders:
-        wk = signal * r ** k
-        re = (wk * torch.cos(k * phi)).sum(dim=(1, 2))
-        im = (wk * torch.sin(k * phi)).sum(dim=(1, 2))
-        out.append(torch.hypot(re, im) / wk.sum(dim=(1, 2)).clamp_min(eps))
-    return torch.stack(out, dim=1).clamp(0.0, 1.0)
+    dy = m.y[:, None, None] - yy[None]  # y up, so phi is CCW as displayed
+    r2 = dx * dx + dy * dy + eps
+    # r^k exp(i k phi) = (dx + i dy)^k, built by repeated complex products: no angles needed
+    zr, zi = torch.ones_like(dx), torch.zeros_like(dx)
+    parts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    for p in range(1, max(orders) + 1):
+        zr, zi = zr * dx - zi * dy, zr * dy + zi * dx
+        if p in orders:
+            parts[p] = ((signal * zr).sum(dim=(1, 2)), (signal * zi).sum(dim=(1, 2)),
+                        (signal * r2 ** (p / 2)).sum(dim=(1, 2)).clamp_min(eps))
+    re, im, norm = ([parts[k][i] for k in orders] for i in range(3))
+    return torch.stack(re, dim=1), torch.stack(im, dim=1), torch.stack(norm, dim=1)
+
+
+def rotational_harmonics(signal: torch.Tensor, orders: tuple[int, ...] = (2, 3, 4), *,
+                         eps: float = 1e-8) -> torch.Tensor:
+    """Shape harmonics about the centroid, (B, len(orders)), each in [0, 1] and pose-free.
+
+    For order k: ``|H_k| / S_k`` of :func:`harmonic_sums`.  A turn or shift of the image leaves
+    every amplitude unchanged.  Order 2 is the moment anisotropy of :func:`image_moments`; a
+    filled triangle has a large order 3, a square a large order 4, and a disc or a round blob
+    none of them.  signal: (B, H, W) non-negative (background already removed).
+    """
+    re, im, norm = harmonic_sums(signal, orders, eps=eps)
+    return (torch.hypot(re, im) / norm).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class HarmonicOrientation:
+    """Orientation from each image's dominant shape harmonic, each (B,).
+
+    order: the order k (float) whose amplitude is largest; theta: ``arg(H_k) / k`` in
+    [0, 2 pi / k) radians CCW as displayed (defined modulo 2 pi / k: a triangle's turn mod
+    120 degrees, a square's mod 90, an elongated shape's axis mod 180); strength: that
+    amplitude in [0, 1] (how well the orientation is defined).
+    """
+
+    theta: torch.Tensor
+    order: torch.Tensor
+    strength: torch.Tensor
+
+
+def harmonic_orientation(signal: torch.Tensor, orders: tuple[int, ...] = (2, 3, 4), *,
+                         eps: float = 1e-8) -> HarmonicOrientation:
+    """Orientation of shapes whose second moments are round (triangles, squares) as well as elongated ones.
+
+    Generalises the second-moment axis: with ``orders=(2,)`` theta is the moment axis of
+    :func:`image_moments` and strength its anisotropy.  signal: (B, H, W) non-negative.
+    """
+    re, im, norm = harmonic_sums(signal, orders, eps=eps)
+    amp = (torch.hypot(re, im) / norm).clamp(0.0, 1.0)
+    strength, idx = amp.max(dim=1)
+    k = torch.as_tensor(orders, dtype=signal.dtype, device=signal.device)[idx]
+    phase = torch.atan2(im.gather(1, idx[:, None])[:, 0], re.gather(1, idx[:, None])[:, 0])
+    theta = torch.remainder(phase / k, 2 * math.pi / k)
+    return HarmonicOrientation(theta=theta, order=k, strength=strength)

@@ -127,6 +127,35 @@ def test_orientation_spread_is_zero_for_aligned_shapes_and_large_for_random_ones
     assert orientation_spread(flat).n_used.iloc[0] == 0
 
 
+def test_orientation_spread_of_triangles_uses_their_third_order():
+    """Triangles have no moment axis; their turn (mod 120 degrees) is measured by order 3."""
+    rng = np.random.default_rng(3)
+    aligned = np.stack([rasterize("triangle", *rng.uniform(28, 36, 2), 0.0, 10.0)[None] for _ in range(6)])
+    turned = np.stack([rasterize("triangle", 31.5, 31.5, float(a), 10.0)[None] for a in rng.uniform(0, 120, 12)])
+    row = orientation_spread(aligned).iloc[0]
+    assert row.spread_order == 3 and row.n_used == 6 and row.spread_deg < 0.5
+    assert orientation_spread(turned).spread_deg.iloc[0] > 15.0
+    third_turn = np.stack([rasterize("triangle", 31.5, 31.5, a, 10.0)[None] for a in (0.0, 120.0, 240.0)])
+    assert orientation_spread(third_turn).spread_deg.iloc[0] < 0.5  # the same triangle
+
+
+def test_faint_background_texture_is_not_measured_as_shape():
+    """A decoder's faint background (here stripes at 6% of the peak near the frame's edges) has
+    more r^k weight than the object; the shape measures see the drawn object only."""
+    tri = rasterize("triangle", 31.5, 31.5, 0.0, 10.0)[None]
+    textured = tri.copy()
+    textured[0, 8:56, 6:8] += 0.06
+    textured[0, 8:56, 56:58] += 0.06
+    textured[0] += 0.01 * np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    clean, noisy = orientation_spread(tri[None]).iloc[0], orientation_spread(textured[None]).iloc[0]
+    for col in ("mean_anisotropy", "mean_harmonic_3", "mean_harmonic_4"):
+        assert abs(clean[col] - noisy[col]) < 0.02, col
+    from pipeline.moments import rotational_harmonics, subtract_background
+
+    raw = rotational_harmonics(subtract_background(torch.from_numpy(textured[None]))).numpy()[0]
+    assert raw[2] > clean.mean_harmonic_4 + 0.1  # without the object mask the stripes would count
+
+
 def test_one_blob_for_every_shape_is_not_counted_as_aligned_shapes():
     """A common axis is not enough: the aligned images must draw each shape as the inputs show it,
     and a triangle drawn as a round blob (its turn not learned) is not a triangle drawn."""
@@ -211,6 +240,9 @@ def test_evaluate_command_end_to_end_on_tiny_xyrcs(tmp_path, capsys):
     assert codae_latents[:4] == ["x", "y", "theta_cos", "theta_sin"]
     align = {r["label"]: r for r in csv.DictReader(open(out / "alignment.csv")) if r["model"] == "codae"}
     assert float(align["rectangle"]["input_anisotropy"]) > 0.5 > float(align["circle"]["input_anisotropy"])
+    assert all(r["spread_order"] in {"2", "3", "4"} for r in align.values())
+    cfg = yaml.safe_load((out / "runs" / "codae" / "seed2" / "config.yaml").read_text())
+    assert cfg["loss"]["orientation_orders"] == [2, 3, 4]  # shape sets anchor triangles and squares too
     assert main(args) == 2  # results are not overwritten
 
 
@@ -240,3 +272,4 @@ def test_evaluate_command_on_a_centred_stack(tmp_path):
     assert {"com_x", "com_y", "com_angle", "com_mag"} <= set(table[0])
     cfg = yaml.safe_load((out / "runs" / "codae" / "seed0" / "config.yaml").read_text())
     assert cfg["loss"]["orientation_prior"] == "com" and cfg["model"]["learn_centroid"] is False
+    assert cfg["loss"]["orientation_orders"] == [2]

@@ -11,10 +11,11 @@ into ``OUT``:
 ``metrics.md``            the same as markdown tables (best and mean +- std)
 ``pearson_<kind>.csv``    Pearson r of each latent with named quantities, labels (``unnamed`` < 0.5)
 ``pearson.md``            all of them as markdown
-``alignment.csv``         per model and shape: circular spread (degrees) of the moment axis of the
-                          aligned reconstructions, their mean moment anisotropy and shape
-                          harmonics of orders 3 and 4, and those of the input images
-                          (``input_*``; see :func:`shapes_drawn`)
+``alignment.csv``         per model and shape: circular spread (degrees) of the orientation of the
+                          aligned reconstructions (from the shape's strongest harmonic: the
+                          moment axis, or order 3 for triangles, 4 for squares), their mean
+                          moment anisotropy and shape harmonics of orders 3 and 4, and those of
+                          the input images (``input_*``; see :func:`shapes_drawn`)
 ``figures/<kind>_aligned.png``     input / same view / aligned reconstructions (best seed)
 ``figures/<kind>_traversals.png``  latent traversals (best seed)
 ``runs/<kind>/seed<k>/``  each training run (checkpoint, config, metrics.csv, figures)
@@ -70,6 +71,7 @@ __all__ = [
     "model_config_for",
     "encode",
     "codes_for_metrics",
+    "object_signal",
     "orientation_spread",
     "shapes_drawn",
     "evaluate",
@@ -78,8 +80,13 @@ __all__ = [
 POSE_FACTORS = ("x_pix", "y_pix", "rotation_deg")
 #: Kinds whose ``z`` is the whole code (no explicit pose).
 NO_POSE_KINDS = ("beta-vae", "dae")
+#: CODAE's moment prior on the synthetic shape sets: shape harmonics 2 (the paper's moment axis), 3
+#: (triangles, hearts) and 4 (squares); see :mod:`pipeline.loss`.  Scientific stacks keep (2,).
+SHAPE_ORIENTATION_ORDERS = (2, 3, 4)
 #: KL weight per kind: beta = 4 for beta-VAE (Higgins et al. on dSprites), 1 for the other VAEs.
 KL_WEIGHT = {"beta-vae": 4.0, "spatial-vae": 1.0, "target-vae": 1.0}
+#: Shape measures of aligned reconstructions count pixels at or above this fraction of the peak.
+OBJECT_FRACTION = 0.25
 #: Optimiser steps of the speed calibration that precedes each budgeted training run.
 CALIBRATION_STEPS = 10
 
@@ -107,6 +114,7 @@ class EvalData:
     reconstruction: str  # "bce" or "mse"
     orientation_prior: str  # "moments" or "com"
     learn_centroid: bool
+    orientation_orders: tuple[int, ...] = (2,)  # shape harmonics CODAE's moment prior anchors to (LossConfig)
 
     @property
     def channels(self) -> int:
@@ -198,7 +206,8 @@ def make_eval_data(dataset: str | Path, *, n: int = 5000, seed: int = 0, size: i
         named[c] = _folded(cols[c], periods.get(c, 360.0))
     return EvalData(name=name, images=images, factors=factors, factor_names=tuple(cols), circular=circular,
                     period_deg=periods, named=named, named_circular=circular, shapes=shapes,
-                    reconstruction=recon, orientation_prior="moments", learn_centroid=True)
+                    reconstruction=recon, orientation_prior="moments", learn_centroid=True,
+                    orientation_orders=SHAPE_ORIENTATION_ORDERS)
 
 
 def model_config_for(kind: str, data: EvalData, *, latent_dim: int | None = None,
@@ -275,42 +284,62 @@ def _pearson_codes(codes: ModelCodes, *, has_pose: bool, learn_centroid: bool) -
     return np.column_stack([*pose, codes.z]), names + z_names
 
 
-def orientation_spread(aligned: NDArray | torch.Tensor, labels: NDArray | None = None,
-                       *, min_anisotropy: float = 0.05, min_peak: float = 0.05) -> pd.DataFrame:
-    """Spread of the moment orientation of aligned reconstructions, per label (e.g. shape).
+def object_signal(images: NDArray | torch.Tensor, *, fraction: float = OBJECT_FRACTION) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> (N, H, W): the sky-subtracted luminance, kept only where it is at
+    least ``fraction`` of the image's peak.
 
-    Moment axis ``phi`` (degrees, mod 180) of each image after sky removal; the spread is the
-    circular standard deviation of the axis, ``sqrt(-2 ln R) / 2`` in degrees with
-    ``R = |mean exp(2 i phi)|`` (0 when every image is aligned alike).  Images whose moment
-    anisotropy is below ``min_anisotropy`` (round or 3-fold symmetric: no moment axis) are
-    left out, and so are images without an object: peak above the sky level under ``min_peak``
-    (intensity units in [0, 1]; a flat, untrained reconstruction has a spurious "axis" in its
-    noise).  Columns: label, n, n_used, spread_deg, mean_anisotropy, mean_harmonic_3,
-    mean_harmonic_4 (means over each label's images of the pose-free shape harmonics of
-    :func:`pipeline.moments.rotational_harmonics`; order 2 is the anisotropy).
+    Shape measures weight pixels by ``r^k``, so a faint texture over a 64 x 64 frame (a decoder's
+    background at a few per cent of the peak, thousands of pixels far from the centre) outweighs
+    a 300-pixel object; this keeps the drawn object.  Flat-filled inputs lose nothing.
     """
-    from pipeline.moments import image_moments, rotational_harmonics, subtract_background
+    from pipeline.moments import subtract_background
 
-    t = torch.as_tensor(np.asarray(aligned) if not isinstance(aligned, torch.Tensor) else aligned).float()
+    t = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float()
     signal = subtract_background(t)
-    m = image_moments(signal)
-    phi = m.theta.double().numpy()
-    aniso = m.anisotropy.double().numpy()
-    harm = rotational_harmonics(signal, (3, 4)).double().numpy()  # (N, 2)
+    peak = signal.amax(dim=(1, 2), keepdim=True)
+    return torch.where(signal >= fraction * peak, signal, torch.zeros_like(signal))
+
+
+def orientation_spread(aligned: NDArray | torch.Tensor, labels: NDArray | None = None,
+                       *, min_strength: float = 0.05, min_peak: float = 0.05) -> pd.DataFrame:
+    """Spread of the orientation of aligned reconstructions, and their shape, per label (e.g. shape).
+
+    Everything is measured on each image's object (:func:`object_signal`).  Per label, the shape
+    harmonic order ``k`` in (2, 3, 4) with the largest mean amplitude over the label's images
+    (``spread_order``: 2 for an axis, 3 for a triangle, 4 for a square) gives each image's
+    orientation ``phi = arg(H_k) / k`` (:func:`pipeline.moments.harmonic_sums`); the spread is its
+    circular standard deviation ``sqrt(-2 ln R) / k`` in degrees with ``R = |mean exp(i k phi)|``
+    (0 when every image is turned alike; for ``k = 2`` the spread of the moment axis).  Images
+    whose amplitude of order ``k`` is below ``min_strength`` (round: no orientation) are left out,
+    and so are images without an object: sky-subtracted peak under ``min_peak`` (intensity units in
+    [0, 1]; a flat, untrained reconstruction has a spurious "axis" in its noise).  Columns: label,
+    n, n_used, spread_order, spread_deg, mean_anisotropy, mean_harmonic_3, mean_harmonic_4 (means
+    over the label's images of the pose-free amplitudes of orders 2, 3, 4; order 2 is the moment
+    anisotropy).
+    """
+    from pipeline.moments import harmonic_sums
+
+    orders = (2, 3, 4)
+    signal = object_signal(aligned)
+    re, im, norm = (v.double().numpy() for v in harmonic_sums(signal, orders))
+    amp = np.clip(np.hypot(re, im) / norm, 0.0, 1.0)  # (N, 3)
+    phase = np.arctan2(im, re)  # k phi of each order
     peak = signal.amax(dim=(1, 2)).double().numpy()
-    labels = np.asarray(labels) if labels is not None else np.full(len(phi), "all")
+    labels = np.asarray(labels) if labels is not None else np.full(len(amp), "all")
     rows = []
     for lab in pd.unique(labels):
         sel = labels == lab
-        use = sel & (aniso >= min_anisotropy) & (peak >= min_peak)
+        j = int(np.argmax(amp[sel].mean(axis=0)))
+        k = orders[j]
+        use = sel & (amp[:, j] >= min_strength) & (peak >= min_peak)
         if use.sum() >= 2:
-            r = np.abs(np.mean(np.exp(2j * phi[use])))
-            spread = float(np.rad2deg(np.sqrt(-2.0 * np.log(max(r, 1e-12))) / 2.0))
+            r = np.abs(np.mean(np.exp(1j * phase[use, j])))
+            spread = float(np.rad2deg(np.sqrt(-2.0 * np.log(max(r, 1e-12))) / k))
         else:
             spread = float("nan")
-        a, h3, h4 = (float(v[sel].mean()) if sel.any() else float("nan") for v in (aniso, harm[:, 0], harm[:, 1]))
-        rows.append({"label": str(lab), "n": int(sel.sum()), "n_used": int(use.sum()), "spread_deg": spread,
-                     "mean_anisotropy": a, "mean_harmonic_3": h3, "mean_harmonic_4": h4})
+        a, h3, h4 = (float(amp[sel, i].mean()) for i in range(3))
+        rows.append({"label": str(lab), "n": int(sel.sum()), "n_used": int(use.sum()), "spread_order": k,
+                     "spread_deg": spread, "mean_anisotropy": a, "mean_harmonic_3": h3, "mean_harmonic_4": h4})
     return pd.DataFrame(rows)
 
 
@@ -512,7 +541,8 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     n = len(dataset)
     idx = np.unique(np.linspace(0, n - 1, min(n_eval, n)).astype(np.int64))
     eval_images = data.images[idx]
-    loss = LossConfig(reconstruction=data.reconstruction, orientation_prior=data.orientation_prior)
+    loss = LossConfig(reconstruction=data.reconstruction, orientation_prior=data.orientation_prior,
+                      orientation_orders=data.orientation_orders)
     train_base = base_train or TrainConfig(batch_size=32, log_every=20, checkpoint_every=1_000_000)
     run_rows: list[dict] = []
     align_rows: list[pd.DataFrame] = []
