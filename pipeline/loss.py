@@ -78,9 +78,7 @@ def moment_targets(images: torch.Tensor, cfg: LossConfig) -> MomentTargets:
         pixel = 2.0 / images.shape[-1]
         return MomentTargets(x=torch.zeros_like(m.x), y=torch.zeros_like(m.y), theta=angle,
                              weight=torch.tanh(mag / pixel), order=torch.ones_like(m.x))
-    if tuple(cfg.orientation_orders) == (2,):
-        return MomentTargets(x=m.x, y=m.y, theta=m.theta, weight=m.anisotropy, order=torch.full_like(m.x, 2.0))
-    h = harmonic_orientation(signal, tuple(cfg.orientation_orders))
+    h = harmonic_orientation(signal, tuple(cfg.orientation_orders), moments=m)  # (2,): the moment axis
     return MomentTargets(x=m.x, y=m.y, theta=h.theta, weight=h.strength, order=h.order)
 
 
@@ -135,10 +133,8 @@ def aligned_term(aligned: torch.Tensor, cfg: LossConfig, *, learn_centroid: bool
     signal = subtract_background(aligned.float(), ring=cfg.background_ring, k_sigma=cfg.background_sigma)
     m = image_moments(signal)
     term = (m.x ** 2 + m.y ** 2) if learn_centroid else torch.zeros_like(m.x)
-    if cfg.orientation_prior == "moments" and tuple(cfg.orientation_orders) == (2,):
-        term = term + m.anisotropy * (1.0 - torch.cos(2.0 * m.theta))
-    elif cfg.orientation_prior == "moments":
-        re, im, norm = harmonic_sums(signal, tuple(cfg.orientation_orders))
+    if cfg.orientation_prior == "moments":
+        re, im, norm = harmonic_sums(signal, tuple(cfg.orientation_orders), moments=m)
         amp = torch.sqrt(re * re + im * im + 1e-12)
         pick = (amp / norm).detach().argmax(dim=1, keepdim=True)  # the strongest order of each image
         term = term + ((amp - re) / norm).gather(1, pick)[:, 0]

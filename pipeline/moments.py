@@ -103,18 +103,19 @@ def com_orientation(signal: torch.Tensor, *, eps: float = 1e-8) -> tuple[torch.T
     return angle, torch.hypot(m.x, m.y)
 
 
-def harmonic_sums(signal: torch.Tensor, orders: tuple[int, ...], *,
+def harmonic_sums(signal: torch.Tensor, orders: tuple[int, ...], *, moments: Moments | None = None,
                   eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Complex shape harmonics about the intensity centroid, each part (B, len(orders)).
 
     For order k: ``H_k = sum w r^k exp(i k phi)`` (real and imaginary parts) and its norm
     ``S_k = sum w r^k``, with ``w`` the signal and ``r``, ``phi`` the polar coordinates about
     the centroid, ``phi`` CCW as displayed.  Turning the image by ``a`` CCW multiplies ``H_k``
-    by ``exp(i k a)``.  Differentiable.  signal: (B, H, W) non-negative (background removed).
+    by ``exp(i k a)``.  Differentiable.  signal: (B, H, W) non-negative (background removed);
+    ``moments``: its :func:`image_moments`, when the caller has them already.
     """
-    b, h, w = signal.shape
+    h, w = signal.shape[-2:]
     xx, yy = normalized_grid(h, w, device=signal.device, dtype=signal.dtype)
-    m = image_moments(signal, eps=eps)
+    m = moments if moments is not None else image_moments(signal, eps=eps)
     dx = xx[None] - m.x[:, None, None]
     dy = m.y[:, None, None] - yy[None]  # y up, so phi is CCW as displayed
     r2 = dx * dx + dy * dy + eps
@@ -159,13 +160,14 @@ class HarmonicOrientation:
 
 
 def harmonic_orientation(signal: torch.Tensor, orders: tuple[int, ...] = (2, 3, 4), *,
-                         eps: float = 1e-8) -> HarmonicOrientation:
+                         moments: Moments | None = None, eps: float = 1e-8) -> HarmonicOrientation:
     """Orientation of shapes whose second moments are round (triangles, squares) as well as elongated ones.
 
     Generalises the second-moment axis: with ``orders=(2,)`` theta is the moment axis of
-    :func:`image_moments` and strength its anisotropy.  signal: (B, H, W) non-negative.
+    :func:`image_moments` and strength its anisotropy.  signal: (B, H, W) non-negative;
+    ``moments`` as for :func:`harmonic_sums`.
     """
-    re, im, norm = harmonic_sums(signal, orders, eps=eps)
+    re, im, norm = harmonic_sums(signal, orders, moments=moments, eps=eps)
     amp = (torch.hypot(re, im) / norm).clamp(0.0, 1.0)
     strength, idx = amp.max(dim=1)
     k = torch.as_tensor(orders, dtype=signal.dtype, device=signal.device)[idx]
