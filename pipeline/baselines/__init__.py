@@ -9,6 +9,7 @@ built by kind through :func:`pipeline.model.build_model`:
 ==============  ==========================================  ========
 kind            class                                       has_pose
 ==============  ==========================================  ========
+``ae``          :class:`pipeline.baselines.ae.AE`                 no
 ``beta-vae``    :class:`pipeline.baselines.beta_vae.BetaVAE`      no
 ``dae``         :class:`pipeline.baselines.dae.DAE`               no
 ``spatial-vae`` :class:`pipeline.baselines.spatial_vae.SpatialVAE` yes

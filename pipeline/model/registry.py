@@ -14,6 +14,7 @@ __all__ = ["MODEL_KINDS", "build_model"]
 #: kind -> "module:Class"; every class takes a ModelConfig and returns CODAEOutput from forward.
 MODEL_KINDS: dict[str, str] = {
     "codae": "pipeline.model.codae:CODAE",
+    "ae": "pipeline.baselines.ae:AE",
     "beta-vae": "pipeline.baselines.beta_vae:BetaVAE",
     "dae": "pipeline.baselines.dae:DAE",
     "spatial-vae": "pipeline.baselines.spatial_vae:SpatialVAE",
