@@ -1,5 +1,17 @@
-"""The galaxy-codae catalogue: schema (:mod:`catalogs.schema`), FITS/Parquet writer and
-reader (:mod:`catalogs.fits_io`) and CFITSIO-style row filters (:mod:`catalogs.query`).
+"""The galaxy-codae catalogue: schema (:mod:`catalogs.schema`), FITS/Parquet writer and reader
+(:mod:`catalogs.fits_io`), CFITSIO-style row filters (:mod:`catalogs.rowfilter`), their
+application to tables and files (:mod:`catalogs.select`) and output formats
+(:mod:`catalogs.formats`).
 
-Needs numpy and astropy only (pyarrow for Parquet, imported when used); never torch or prefect.
+Needs numpy and astropy only (pyarrow for Parquet, imported when used); never torch, prefect
+or the ``pipeline`` package, which builds on this one.
 """
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("galaxy-codae")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -6,11 +6,6 @@ centroid- and orientation-aware feature learning", Nature Machine Intelligence 7
 :mod:`pipeline.conventions`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("galaxy-codae")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from catalogs import __version__  # one version source for both packages
 
 __all__ = ["__version__"]

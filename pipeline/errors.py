@@ -3,20 +3,16 @@
 ``BadInputError`` and ``ConfigError`` mean the user's input stops the step (exit 2);
 anything else escaping a command is an internal failure (exit 1).
 Messages are one line that names what and where.
+
+``GalaxyCodaeError``, ``BadInputError`` and ``QueryError`` are defined in
+:mod:`catalogs.errors` (the catalogue package stands on numpy and astropy alone) and
+re-exported here: ``except BadInputError`` catches a catalogue's errors too.
 """
 
+from catalogs.errors import BadInputError, GalaxyCodaeError, QueryError
 
-class GalaxyCodaeError(Exception):
-    """Base class of every error this package raises on purpose."""
-
-
-class BadInputError(GalaxyCodaeError):
-    """Input data (a catalogue, an image, a store, a checkpoint) cannot be used."""
+__all__ = ["GalaxyCodaeError", "BadInputError", "ConfigError", "QueryError"]
 
 
 class ConfigError(GalaxyCodaeError):
     """A configuration file or option is invalid (unknown key, wrong type, bad value)."""
-
-
-class QueryError(BadInputError):
-    """A row-filter expression cannot be parsed or refers to an unknown column."""
