@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.galaxies import GZ_SIZE, GalaxyTruth, render_rgb, sample_galaxies
+from pipeline.data.regimes import Scene, parse_regimes, render_scene_rgb, sample_scenes
 from pipeline.errors import BadInputError
 
 __all__ = ["write_demo_survey", "iau_names", "sample_footprint", "CATALOG_COLUMNS", "JPEG_QUALITY"]
@@ -84,13 +85,14 @@ def sample_footprint(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.n
     return np.concatenate(ra_out), np.concatenate(dec_out)
 
 
-def _render_chunk(job: tuple[str, list[tuple[str, GalaxyTruth, int]]]) -> int:
-    """Render and write one chunk of galaxies; returns how many were written."""
+def _render_chunk(job: tuple[str, list[tuple[str, GalaxyTruth | Scene, int]]]) -> int:
+    """Render and write one chunk of galaxies (or regime scenes); returns how many were written."""
     from PIL import Image
 
     root, items = job
     for rel, truth, noise_seed in items:
-        rgb = render_rgb(truth, np.random.default_rng(noise_seed))
+        rng = np.random.default_rng(noise_seed)
+        rgb = render_scene_rgb(truth, rng) if isinstance(truth, Scene) else render_rgb(truth, rng)
         Image.fromarray(rgb).save(os.path.join(root, rel), format="JPEG", quality=JPEG_QUALITY)
     return len(items)
 
@@ -108,12 +110,16 @@ def _progress(done_iter: Iterator[int], n: int, *, show: bool, every_s: float = 
 
 
 def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, sky_noise: float | None = None,
-                      workers: int = 1, overwrite: bool = False, progress: bool = True) -> Path:
+                      regime: str | None = None, workers: int = 1, overwrite: bool = False,
+                      progress: bool = True) -> Path:
     """Write ``n`` simulated galaxies in the Galaxy Zoo DECaLS layout under ``out``; return ``out``.
 
     ``size``: cutout size in pixels (424 as Galaxy Zoo; smaller only for quick tests).
     ``sky_noise``: r-band sky noise in nanomaggies per pixel for every galaxy (``None``:
-    drawn per galaxy).  ``workers`` > 1 renders in that many processes; the output does
+    drawn per galaxy).  ``regime``: scenes of :mod:`pipeline.data.regimes` instead of isolated
+    galaxies (a name, ``"mix"`` or ``"clean:0.5,star:0.5"``; DECaLS-depth noise, so not with
+    ``sky_noise``); the truth then has ``regime``, ``theta_dir_deg`` and the added sources'
+    columns.  ``workers`` > 1 renders in that many processes; the output does
     not depend on it.  An existing ``out`` is refused unless ``overwrite``.
     Raises :class:`~pipeline.errors.BadInputError` on bad arguments or an existing output.
     """
@@ -126,12 +132,17 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
         raise BadInputError(f"cutout size must be >= 16 pixels, got {size}")
     if out.exists() and not overwrite:
         raise BadInputError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+    if regime is not None:
+        if sky_noise is not None:
+            raise BadInputError("sky_noise and regime cannot be combined: regime scenes have DECaLS-depth noise")
+        parse_regimes(regime)  # a bad name fails before any work
 
     children = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(children[0])
     ra, dec = sample_footprint(rng, n)
     names = iau_names(ra, dec)
-    truths = sample_galaxies(rng, n, size=size, sky_noise=sky_noise)
+    truths: Sequence[GalaxyTruth | Scene] = (sample_galaxies(rng, n, size=size, sky_noise=sky_noise)
+                                             if regime is None else sample_scenes(rng, n, regime, size=size))
     noise_seeds = np.random.default_rng(children[1]).integers(0, 2**63 - 1, n)
     file_loc = [f"{name[:4]}/{name}.jpg" for name in names]
 
@@ -152,8 +163,9 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
             with ctx.Pool(min(workers, len(jobs))) as pool:
                 _progress(pool.imap_unordered(_render_chunk, jobs), n, show=progress)
 
+        targets = [t.target if isinstance(t, Scene) else t for t in truths]
         catalog = pd.DataFrame({"iauname": names, "ra": ra, "dec": dec, "file_loc": file_loc,
-                                "petro_th50": [t.petro_th50 for t in truths]})
+                                "petro_th50": [t.petro_th50 for t in targets]})
         catalog.to_parquet(tmp / "catalog.parquet", index=False)
         truth = pd.DataFrame([t.record() for t in truths])
         truth.insert(0, "iauname", names)
