@@ -30,6 +30,10 @@ class ModelConfig:
     group_order: int = 8  # N of the cyclic rotation group C_N
     widths: tuple[int, ...] = (4, 8, 16, 16)  # regular fields per equivariant block
     kernels: tuple[int, ...] = (5, 5, 3, 3)  # odd kernel sizes, one per block
+    # equivariant: pose from the regular fields' group axis (turns exactly with the input under quarter
+    # turns, 0-360 direction included; orientation prior of order 2 only); dense: fully connected
+    # layers on the flattened maps (not equivariant; reads any shape harmonic, for the shape sets)
+    pose_readout: Literal["equivariant", "dense"] = "equivariant"
     latent_dim: int = 8  # size of the pose-invariant latent z
     hidden: int = 128  # width of the fully connected layers in both branches
     decoder_width: int = 16  # channels of the decoder's last up-sampling block (doubling per block upwards)
@@ -44,6 +48,10 @@ class ModelConfig:
         step = 2 ** (len(self.widths) - 1)
         if self.image_size % step or self.image_size < 2 * step:
             raise ConfigError(f"model.image_size {self.image_size} must be a multiple of {step} and >= {2 * step}")
+        if self.pose_readout not in ("equivariant", "dense"):
+            raise ConfigError(f"model.pose_readout must be 'equivariant' or 'dense', got {self.pose_readout!r}")
+        if self.pose_readout == "equivariant" and self.group_order % 4:
+            raise ConfigError(f"model.pose_readout 'equivariant' needs a group order divisible by 4, got {self.group_order}")
         if self.group_order < 1 or self.latent_dim < 1:
             raise ConfigError("model.group_order and model.latent_dim must be positive")
 
@@ -62,6 +70,7 @@ class LossConfig:
     beta_decay_fraction: float = 0.6  # fraction of the planned steps over which beta decays (cosine)
     centroid_weight: float = 10.0  # centroid term (normalised units squared: 1 px at 64 px is 1e-3)
     orientation_weight: float = 1.0  # weight of the doubled-angle orientation term
+    direction_weight: float = 0.1  # logistic term teaching the direction read-out the half turn the reconstruction prefers
     aligned_weight: float = 1.0  # constant weight of the aligned-image term (its moments: centred, along +x)
     background_ring: int = 4  # border width (pixels) used to estimate the sky level
     background_sigma: float = 1.0  # sky level = ring mean + this many ring standard deviations
@@ -85,6 +94,11 @@ class TrainConfig:
     batch_size: int = 32  # images per optimiser step (per process)
     lr: float = 1e-3  # Adam learning rate at the start; cosine decay to lr_final_fraction x lr over training
     lr_final_fraction: float = 0.05  # the learning rate at the end of training, as a fraction of lr
+    # larger batches (pipeline/schedules.py): peak lr = lr x (batch_size x processes / lr_reference_batch)**p,
+    # p = 1 (linear) or 1/2 (sqrt, the rule for Adam); none keeps lr whatever the batch
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    lr_reference_batch: int = 32  # the effective batch size at which lr was tuned
+    warmup_steps: int = 0  # optimiser steps of linear warm-up to the peak lr (a few hundred with a scaled lr)
     weight_decay: float = 0.0  # Adam weight decay
     max_epochs: int = 20  # passes over the store; the beta schedule is planned on these
     max_steps: int | None = None  # optional hard cap on optimiser steps (overrides epochs when smaller)
@@ -93,6 +107,10 @@ class TrainConfig:
     log_every: int = 20  # steps between metrics.csv rows and progress lines
     num_workers: int = 0  # DataLoader worker processes (0 = main process)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks CUDA when present
+    # hold the whole image array as one tensor on the device and draw batches from it by index (no
+    # DataLoader; same batches): auto = on a GPU when it fits in half its free memory, off on CPU
+    data_on_device: bool | Literal["auto"] = "auto"
+    compile: bool = False  # torch.compile the trunk and decoder; falls back to eager (one log line) if it fails
     cpu_threads: int | None = None  # torch CPU threads of a one-process CPU run (None: every CPU granted)
     grad_clip: float = 5.0  # max gradient norm
 
@@ -103,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"train.cpu_threads must be at least 1 or null, got {self.cpu_threads}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.lr_reference_batch < 1 or self.warmup_steps < 0:
+            raise ConfigError("train.lr_reference_batch must be positive and train.warmup_steps not negative")
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,12 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.kind == "codae" and self.model.pose_readout == "equivariant" and \
+                (self.loss.orientation_prior, tuple(self.loss.orientation_orders)) != ("moments", (2,)):
+            raise ConfigError("model.pose_readout 'equivariant' reads the order-2 moment axis; "
+                              "set model.pose_readout: dense for loss.orientation_orders beyond [2] or the com prior")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -1,7 +1,8 @@
 """CODAE objective: reconstruction + beta(t) x image-moment loss (Cha et al. 2025, Methods).
 
-The moment term anchors B_equi early in training, then decays so that the
-reconstruction refines what the moments only approximate:
+The moment term anchors B_equi early in training, then decays (beta(t) is
+:func:`pipeline.schedules.beta_schedule`) so that the reconstruction refines what the
+moments only approximate:
 
 * centroid: squared distance between predicted and first-moment centroids
   (normalised units);
@@ -31,7 +32,6 @@ exact and the term does not re-import per-image moment noise.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +41,7 @@ from pipeline.config import LossConfig
 from pipeline.model.codae import CODAEOutput
 from pipeline.moments import com_orientation, harmonic_orientation, harmonic_sums, image_moments, subtract_background
 
-__all__ = ["MomentTargets", "moment_targets", "beta_schedule", "codae_loss", "LossTerms"]
+__all__ = ["MomentTargets", "moment_targets", "codae_loss", "LossTerms", "half_turn_significance"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class LossTerms:
     aligned: torch.Tensor
     regularizer: torch.Tensor
     beta: float
+    direction: torch.Tensor  # the direction read-out's logistic term (0 without one)
 
 
 @torch.no_grad()
@@ -82,15 +83,6 @@ def moment_targets(images: torch.Tensor, cfg: LossConfig) -> MomentTargets:
     return MomentTargets(x=m.x, y=m.y, theta=h.theta, weight=h.strength, order=h.order)
 
 
-def beta_schedule(progress: float, cfg: LossConfig) -> float:
-    """Moment-loss weight at training ``progress`` in [0, 1]: cosine decay from beta_start to
-    beta_end over the first ``beta_decay_fraction`` of training, then constant at beta_end."""
-    if cfg.beta_decay_fraction <= 0 or progress >= cfg.beta_decay_fraction:
-        return cfg.beta_end
-    frac = max(progress, 0.0) / cfg.beta_decay_fraction
-    return cfg.beta_end + 0.5 * (cfg.beta_start - cfg.beta_end) * (1.0 + math.cos(math.pi * frac))
-
-
 def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets | None, beta: float,
                cfg: LossConfig, *, learn_centroid: bool = True) -> LossTerms:
     """Loss of one batch; every term returned separately for logging.
@@ -99,7 +91,19 @@ def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets | 
     reconstruction and the model's own ``extra_loss`` terms.
     """
     pred = out.same_view.float()
-    if cfg.reconstruction == "bce":
+    direction = torch.zeros((), device=pred.device)
+    if out.same_view_flip is not None:
+        # The reconstruction picks the half turn: each image counts with the better of theta and
+        # theta + pi, and the direction read-out learns which one that was (logistic), weighted by
+        # how much better it was in units of the noise.
+        err, err_flip = _per_image(pred, images, cfg), _per_image(out.same_view_flip.float(), images, cfg)
+        recon = torch.minimum(err, err_flip).mean()
+        with torch.no_grad():
+            signif = half_turn_significance(images, pred, out.same_view_flip.float())
+            target = torch.where(err_flip >= err, 1.0, -1.0)
+            weight = torch.tanh(signif.abs() / 3.0)
+        direction = (weight * F.softplus(-target * out.direction_logit.float())).mean()
+    elif cfg.reconstruction == "bce":
         recon = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), images.float())
     else:
         recon = F.mse_loss(pred, images.float())
@@ -107,7 +111,7 @@ def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets | 
     if targets is None:
         zero = torch.zeros((), device=pred.device)
         return LossTerms(total=recon + regularizer, reconstruction=recon.detach(), centroid=zero, orientation=zero,
-                         aligned=zero, regularizer=regularizer.detach(), beta=0.0)
+                         aligned=zero, regularizer=regularizer.detach(), beta=0.0, direction=zero)
     if learn_centroid:
         centroid = ((out.x - targets.x) ** 2 + (out.y - targets.y) ** 2).mean()
     else:
@@ -117,10 +121,33 @@ def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets | 
     orientation = (targets.weight * mismatch).mean()
     moment = cfg.centroid_weight * centroid + cfg.orientation_weight * orientation
     aligned = aligned_term(out.aligned, cfg, learn_centroid=learn_centroid)
-    total = recon + beta * moment + cfg.aligned_weight * aligned + regularizer
+    total = recon + beta * moment + cfg.aligned_weight * aligned + cfg.direction_weight * direction + regularizer
     return LossTerms(total=total, reconstruction=recon.detach(), centroid=centroid.detach(),
                      orientation=orientation.detach(), aligned=aligned.detach(), regularizer=regularizer.detach(),
-                     beta=beta)
+                     beta=beta, direction=direction.detach())
+
+
+def _per_image(pred: torch.Tensor, images: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """Reconstruction error of each image (B,): mean squared error or binary cross-entropy."""
+    if cfg.reconstruction == "bce":
+        return F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), images.float(), reduction="none").mean(dim=(1, 2, 3))
+    return ((pred - images.float()) ** 2).mean(dim=(1, 2, 3))
+
+
+def half_turn_significance(images: torch.Tensor, view: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """How much better ``view`` explains ``images`` than ``flipped`` (the same drawing turned by a half
+    turn about the centroid), in units of the pixel noise: (B,), > 0 when ``view`` is better.
+
+    With ``x = m + n`` (noise n of variance s^2 per pixel), ``sum (f - x)^2 - sum (v - x)^2 =
+    sum (f - v)(f + v - 2 m) - 2 sum (f - v) n``; the noise part has standard deviation
+    ``2 s sqrt(sum (f - v)^2)``.  ``s^2`` is the better view's mean squared residual (an upper
+    bound on the noise, so the significance errs low).  |value| < 3: the galaxy shows no direction.
+    """
+    x, v, f = images.float(), view.float(), flipped.float()
+    gain = ((f - x) ** 2).sum(dim=(1, 2, 3)) - ((v - x) ** 2).sum(dim=(1, 2, 3))
+    noise_var = torch.minimum(((v - x) ** 2).mean(dim=(1, 2, 3)), ((f - x) ** 2).mean(dim=(1, 2, 3)))
+    spread = 2.0 * torch.sqrt(noise_var.clamp_min(1e-12) * ((f - v) ** 2).sum(dim=(1, 2, 3)).clamp_min(1e-12))
+    return gain / spread
 
 
 def aligned_term(aligned: torch.Tensor, cfg: LossConfig, *, learn_centroid: bool = True) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 The store is opened lazily in each process that reads (each DataLoader worker opens its own
 handle on first use; the dataset pickles without one).  Items are ``(image, index)``: a float32
-tensor (C, H, W) in the display frame scaled to [0, 1] (uint8 / 255; FITS-derived float16 stores
-are already in [0, 1]) and the object's store index, so results are keyed back to ids through
+tensor (C, H, W) in the display frame scaled to [0, 1] by :func:`pipeline.data.pixels.to_unit_float`
+(uint8 / 255; FITS-derived float16 stores are already in [0, 1]) and the object's store index, so results are keyed back to ids through
 ``store.ids[index]``, never by position in a batch.
 
 Throughput: the DataLoader calls :meth:`StoreImageDataset.__getitems__` with a whole batch, which
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from pipeline.data.pixels import to_unit_float
 from pipeline.data.store import Store, open_store
 
 __all__ = ["StoreImageDataset", "ShardBlockSampler"]
@@ -40,7 +41,6 @@ class StoreImageDataset(Dataset):
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
             raise IndexError(f"indices out of range for store {self.path} of {n} objects")
         self.shard_size = store.info.shard_size
-        self._scale = 1.0 / 255.0 if store.info.dtype == "uint8" else 1.0
         self._store: Store | None = None
         self._pid = -1
 
@@ -60,7 +60,7 @@ class StoreImageDataset(Dataset):
         return int(self.indices.size)
 
     def _to_tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32) * np.float32(self._scale))
+        return to_unit_float(torch.from_numpy(a))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         j = int(self.indices[i])

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.data.pixels import to_unit_float
+
 __all__ = ["ArrayDataset"]
 
 
@@ -26,9 +28,7 @@ class ArrayDataset(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i]
-        img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
-        return img, int(i)
+        return to_unit_float(self.images[i]), int(i)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
