@@ -281,11 +281,34 @@ def test_reading_missing_or_foreign_files(tmp_path):
         read_catalog(tmp_path / "x.fits")
 
 
-def test_catalogs_imports_neither_torch_nor_prefect():
+def test_catalogs_stands_on_numpy_and_astropy_alone():
+    """Every catalogs module imports without pipeline, torch, prefect, e2cnn, zarr or dask."""
+    import pkgutil
+
+    import catalogs
+
+    modules = sorted(f"catalogs.{m.name}" for m in pkgutil.iter_modules(catalogs.__path__))
+    assert {"catalogs.rowfilter", "catalogs.select", "catalogs.formats", "catalogs.query"} <= set(modules)
     code = (
-        "import sys, catalogs.schema, catalogs.fits_io, catalogs.query, pipeline.cli.query\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'prefect', 'e2cnn', 'zarr', 'dask')]\n"
+        f"import sys, {', '.join(modules)}\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pipeline', 'torch', 'prefect', 'e2cnn', 'zarr', 'dask')]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+    # the query command itself pulls in no torch, prefect, zarr or dask either
+    code = ("import sys, pipeline.cli.query\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'prefect', 'e2cnn', 'zarr', 'dask')]\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_pipeline_errors_are_the_catalogue_errors():
+    """One hierarchy: the command line's `except BadInputError` catches a catalogue's errors (exit 2)."""
+    import catalogs.errors
+    import pipeline.errors
+
+    assert pipeline.errors.BadInputError is catalogs.errors.BadInputError
+    assert issubclass(pipeline.errors.QueryError, pipeline.errors.BadInputError)
+    assert issubclass(pipeline.errors.ConfigError, catalogs.errors.GalaxyCodaeError)

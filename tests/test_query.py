@@ -17,6 +17,7 @@ from catalogs.query import (
     MAX_EXPRESSION_LENGTH,
     compile_filter,
     count,
+    parse_cone,
     query_catalog,
     row_mask,
     write_selection,
@@ -79,6 +80,25 @@ CASES = {
     "angsep(ra, dec, 180, 0) < 60": lambda c: (
         np.rad2deg(np.arccos(np.clip(np.cos(np.deg2rad(c["dec"])) * np.cos(np.deg2rad(c["ra"] - 180)), -1, 1))) < 60
     ),
+    "circle(200, 250, 120, x_pix, y_pix)": lambda c: np.hypot(f64(c["x_pix"]) - 200, f64(c["y_pix"]) - 250) <= 120,
+    "!circle(200, 250, 120, x_pix, y_pix)": lambda c: np.hypot(f64(c["x_pix"]) - 200, f64(c["y_pix"]) - 250) > 120,
+    "box(200, 250, 160, 80, 0, x_pix, y_pix)": lambda c: (
+        (np.abs(f64(c["x_pix"]) - 200) <= 80) & (np.abs(f64(c["y_pix"]) - 250) <= 40)
+    ),
+    "box(200, 250, 80, 160, 90, x_pix, y_pix)": lambda c: (  # a quarter turn swaps the sides
+        (np.abs(f64(c["x_pix"]) - 200) <= 80 + 1e-9) & (np.abs(f64(c["y_pix"]) - 250) <= 40 + 1e-9)
+    ),
+    "ellipse(200, 250, 150, 60, 0, x_pix, y_pix)": lambda c: (
+        ((f64(c["x_pix"]) - 200) / 150) ** 2 + ((f64(c["y_pix"]) - 250) / 60) ** 2 <= 1
+    ),
+    "near(pa_deg, 90, 20)": lambda c: np.abs(f64(c["pa_deg"]) - 90) <= 20,
+    "!near(pa_deg, 90, 20)": lambda c: np.abs(f64(c["pa_deg"]) - 90) > 20,  # NaN rows are neither
+    "near(ra, dec, 180, 0, 50)": lambda c: (
+        np.rad2deg(np.arccos(np.clip(np.cos(np.deg2rad(c["dec"])) * np.cos(np.deg2rad(c["ra"] - 180)), -1, 1))) <= 50
+    ),
+    "strstr(id, '+1') > 0": lambda c: np.char.find(c["id"].astype(str), "+1") >= 0,
+    "strstr(id, 'J') == 1 && strstr(id, 'nope') == 0": lambda c: np.ones(N, bool),
+    "regfind(id, '^J0001[0-4]')": lambda c: np.array([i[:6] in {f"J0001{k}" for k in range(5)} for i in c["id"]]),
     "true": lambda c: np.ones(N, bool),
     "1 > 2": lambda c: np.zeros(N, bool),
 }
@@ -96,7 +116,7 @@ def test_filters_match_numpy(ids_fixed, expression):
     got = row_mask(ids_fixed, expression)
     assert got.dtype == bool and got.shape == (N,)
     np.testing.assert_array_equal(got, expected)
-    assert 0 < got.sum() < N or expression in ("true", "1 > 2") or "'J000003" in expression
+    assert 0 < got.sum() < N or expression in ("true", "1 > 2") or "'J000003" in expression or "nope" in expression
 
 
 def test_query_catalog_file_matches_numpy(catalog, cols):
@@ -142,7 +162,9 @@ DTYPES = {name: np.asarray(a).dtype for name, a in make_columns(2).items()}
         ("x_pix = 3", r"'=' is not an operator \(use '==' to compare\) at position 7"),
         ("x_pix > 'a", r"unterminated string at position 9"),
         ("x_pix > 3 @ 2", r"unexpected character '@' at position 11"),
-        ("foo(x_pix) > 1", r"unknown function 'foo' at position 1"),
+        ("foo(x_pix) > 1", r"unknown function 'foo'.* at position 1 in 'foo\(x_pix\) > 1'; functions: abs, .*near"),
+        ("nera(ra, dec, 1, 2, 3)", r"unknown function 'nera' \(did you mean 'near'\?\) at position 1"),
+        ("x_pix(3) > 1", r"unknown function 'x_pix' \('x_pix' is a column, not a function\)"),
         ("abs(x_pix, 2) > 1", r"abs takes 1 argument\(s\), got 2 at position 1"),
         ("id > 3", r"cannot compare a string with an integer using '>' at position 4"),
         ("x_pix + 1", r"must be a condition .* at position 1"),
@@ -281,3 +303,167 @@ def test_cli_subprocess_exit_codes(catalog, tmp_path):
     assert missing.returncode == 2 and "not found" in missing.stderr
     bad = run(str(catalog), "--where", "__import__('os').system('echo pwned')")
     assert bad.returncode == 2 and "pwned" not in bad.stdout
+
+
+# ---------------------------------------------------------------- regions, patterns and names
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("regfind(id, '(a+)+$')", r"repeats a group that repeats .* at position 13"),
+        ("regfind(id, '[')", r"bad regular expression .* at position 13"),
+        ("regfind(id, id)", r"regfind needs its regular expression as a quoted string at position 13"),
+        ("regfind(id, '" + "a" * 300 + "')", r"regular expression is 300 characters long; the limit is 256"),
+        ("strstr(x_pix, 'a') > 0", r"strstr needs strings, got a number at position 8"),
+        ("circle(1, 2, 3, x_pix) > 0", r"circle takes 5 argument\(s\), got 4 at position 1 .*circle\(xc, yc, r, X, Y\)"),
+        ("near(1, 2)", r"near takes 3 or 5 argument\(s\), got 2"),
+        ("zz > 1", r"unknown column 'zz' at position 1 in 'zz > 1'; columns: id, ra, dec, x_pix, .*z_0 ... z_3"),
+    ],
+)
+def test_function_and_name_errors_say_what_exists(expression, message):
+    with pytest.raises(QueryError, match=message) as info:
+        compile_filter(expression, DTYPES)
+    assert "\n" not in str(info.value)
+
+
+def test_regions_are_null_where_a_coordinate_is_nan():
+    x = np.array([0.0, np.nan, 5.0])
+    y = np.array([0.0, 0.0, 0.0])
+    assert row_mask({"x": x, "y": y}, "circle(0, 0, 1, x, y)").tolist() == [True, False, False]
+    assert row_mask({"x": x, "y": y}, "!circle(0, 0, 1, x, y)").tolist() == [False, False, True]
+    assert row_mask({"x": x, "y": y}, "isnull(x) || circle(0, 0, 1, x, y)").tolist() == [True, True, False]
+
+
+# ---------------------------------------------------------------- cone search
+
+
+def _separation_deg(ra, dec, ra0, dec0):
+    from astropy.coordinates import SkyCoord
+
+    return SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(ra0 * u.deg, dec0 * u.deg)).deg
+
+
+@pytest.mark.parametrize(
+    ("ra", "dec", "radius", "expected"),
+    [
+        ("150.5", "-2.25", "5arcsec", (150.5, -2.25, 5 / 3600)),
+        ("10h02m00s", "+02d15m00s", "1.5arcmin", (150.5, 2.25, 1.5 / 60)),
+        (" 370", "0", "0.1deg", (10.0, 0.0, 0.1)),
+    ],
+)
+def test_parse_cone_reads_units(ra, dec, radius, expected):
+    cone = parse_cone(ra, dec, radius)
+    np.testing.assert_allclose([cone.ra_deg, cone.dec_deg, cone.radius_deg], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("10", "0", "5"), r"radius '5' needs a unit, e.g. 5arcsec"),
+        (("10", "0", "5pix"), r"radius '5pix' is not an angle"),
+        (("10", "0", "200deg"), r"radius must be in \(0, 180\] degrees"),
+        (("10", "95", "1deg"), r"is not on the sky"),
+        (("ten", "0", "1deg"), r"cannot read the right ascension 'ten'"),
+    ],
+)
+def test_parse_cone_errors(args, message):
+    with pytest.raises(QueryError, match=message):
+        parse_cone(*args)
+
+
+def test_cone_search_matches_astropy_and_combines_with_where(catalog, cols):
+    ra0, dec0 = float(cols["ra"][11]), float(cols["dec"][11])
+    sep = _separation_deg(cols["ra"], cols["dec"], ra0, dec0)
+    radius = float(np.sort(sep)[40])  # about 40 neighbours
+    cone = parse_cone(str(ra0), str(dec0), f"{radius * 3600:.6f}arcsec")
+    inside = sep <= cone.radius_deg
+    assert 30 < inside.sum() < 50
+    t = query_catalog(catalog, None, ["id"], cone=cone)
+    assert sorted(t["id"]) == sorted(cols["id"][inside])
+    both = (cols["flags"] & 1) == 0
+    assert count(catalog, "(flags & 1) == 0", cone=cone) == np.count_nonzero(inside & both)
+
+
+def test_cli_cone(catalog, cols, capsys, tmp_path):
+    ra0, dec0 = float(cols["ra"][5]), float(cols["dec"][5])
+    inside = _separation_deg(cols["ra"], cols["dec"], ra0, dec0) <= 20.0
+    assert main(["query", str(catalog), "--cone", str(ra0), str(dec0), "20deg", "--count"]) == 0
+    assert capsys.readouterr().out.strip() == str(np.count_nonzero(inside))
+    out = tmp_path / "cone.fits"
+    assert main(["query", str(catalog), "--cone", str(ra0), str(dec0), "1200arcmin", "--out", str(out)]) == 0
+    assert len(read_catalog(out)) == np.count_nonzero(inside)
+    assert fits.getheader(out, 1)["CONE"].endswith("20deg")
+    capsys.readouterr()
+    assert main(["query", str(catalog), "--cone", str(ra0), str(dec0), "20", "--count"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a unit" in err[0]
+
+
+# ---------------------------------------------------------------- output formats and string ids
+
+
+@pytest.mark.parametrize("name", ["sel.fits", "sel.parquet", "sel.ecsv", "sel.vot", "sel.xml", "sel.csv"])
+def test_out_format_follows_the_extension_and_keeps_ids_as_strings(catalog, cols, tmp_path, name, capsys):
+    from astropy.table import Table
+
+    out = tmp_path / name
+    assert main(["query", str(catalog), "--where", "flags == 0", "--columns", "id,x_pix,pa_deg", "--out",
+                 str(out)]) == 0
+    expected = cols["id"][cols["flags"] == 0]
+    assert f"wrote {len(expected)} rows to {out} (" in capsys.readouterr().err
+    head = out.read_bytes()[:64]
+    fmt = {".fits": "fits", ".parquet": "parquet", ".ecsv": "ascii.ecsv", ".vot": "votable", ".xml": "votable",
+           ".csv": "ascii.csv"}[out.suffix]
+    assert head.startswith(b"SIMPLE") == (fmt == "fits") and head.startswith(b"PAR1") == (fmt == "parquet")
+    t = Table.read(out, format=fmt, **({"character_as_bytes": False} if fmt == "fits" else {}))
+    assert list(t["id"]) == list(expected) and t["id"].dtype.kind == "U"
+    nulls = np.isnan(np.ma.filled(np.ma.asarray(t["pa_deg"], dtype=float), np.nan))  # NaN, or masked on reading
+    np.testing.assert_array_equal(nulls, np.isnan(cols["pa_deg"][cols["flags"] == 0]))
+    if fmt != "ascii.csv":
+        assert t["x_pix"].unit == u.pix
+    if fmt not in ("ascii.csv", "fits"):  # astropy does not read TCOMM; read_catalog does
+        assert t["x_pix"].description.startswith("centroid x")
+    if fmt in ("parquet", "ascii.ecsv", "votable"):
+        assert t["x_pix"].meta.get("ucd") == "pos.cartesian.x;instr.pixel"
+    if fmt in ("parquet", "ascii.ecsv"):
+        assert t.meta["CKPTSHA"] == HEADER["checkpoint_sha256"] and t.meta["SELECT"] == "flags == 0"
+
+
+def test_format_option_overrides_the_extension_and_bad_extensions_stop_before_any_work(catalog, tmp_path, capsys):
+    out = tmp_path / "sel.dat"
+    assert main(["query", str(catalog), "--where", "flags == 0", "--out", str(out), "--format", "ecsv"]) == 0
+    assert out.read_text().startswith("# %ECSV")
+    capsys.readouterr()
+    missing = tmp_path / "missing.fits"
+    for name in ("sel.txt", "sel", "sel.fits.gz"):
+        assert main(["query", str(missing), "--where", "nope > 1", "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "names no output format" in err[0] and ".ecsv" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sel.dat"]
+
+
+def test_overwrite_replaces_own_text_outputs_but_not_foreign_files(catalog, tmp_path, capsys):
+    for name in ("own.csv", "own.ecsv", "own.vot"):
+        out = tmp_path / name
+        assert main(["query", str(catalog), "--where", "flags == 0", "--out", str(out)]) == 0
+        assert main(["query", str(catalog), "--where", "flags == 1", "--out", str(out), "--overwrite"]) == 0
+    foreign = tmp_path / "notes.csv"
+    foreign.write_text("name,score\nada,3\n")
+    assert main(["query", str(catalog), "--where", "flags == 0", "--out", str(foreign), "--overwrite"]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert foreign.read_text() == "name,score\nada,3\n"
+
+
+def test_pandas_merge_with_the_input_catalogue_matches_every_row(catalog, cols):
+    """The README's line: the FITS catalogue into pandas with string ids, merged on the survey's iauname."""
+    import pandas as pd
+    from astropy.table import Table
+
+    rng = np.random.default_rng(0)
+    survey = pd.DataFrame({"iauname": rng.permutation(cols["id"]), "petro_th50": rng.uniform(1, 9, N)})
+    df = Table.read(catalog, character_as_bytes=False).to_pandas()  # the README's one-liner
+    merged = df.merge(survey, left_on="id", right_on="iauname")
+    assert len(merged) == N and (merged["id"] == merged["iauname"]).all()
+    ours = read_catalog(catalog).to_pandas().merge(survey, left_on="id", right_on="iauname")
+    assert len(ours) == N
