@@ -34,6 +34,9 @@ __all__ = [
     "column_spec",
     "latent_names",
     "schema_markdown",
+    "MAX_ID_LENGTH",
+    "id_problem",
+    "first_bad_id",
 ]
 
 #: bit 1 of ``flags``: orientation ill-defined (the object is near-round).
@@ -55,6 +58,47 @@ _LATENT_RE = re.compile(r"z_(0|[1-9][0-9]*)")
 
 #: largest latent size accepted (FITS allows 999 columns in a table).
 MAX_LATENT_DIM = 900
+
+#: longest object id accepted, in characters (the FITS column is as wide as the longest id).
+MAX_ID_LENGTH = 256
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an object id, or None when it can.
+
+    The id policy, what both catalogue formats hold and read back unchanged: 1 to
+    :data:`MAX_ID_LENGTH` printable ASCII characters (space to ``~``; FITS character
+    columns hold ASCII only, and a control character would break every line-based
+    tool), with no space at either end (FITS drops trailing spaces on reading).
+    """
+    if not value:
+        return "empty id"
+    if len(value) > MAX_ID_LENGTH:
+        return f"id longer than {MAX_ID_LENGTH} characters"
+    bad = next((c for c in value if not " " <= c <= "~"), None)
+    if bad is not None:
+        return f"id holds {bad!r}, not printable ASCII"
+    if value[0] == " " or value[-1] == " ":
+        return "id begins or ends with a space"
+    return None
+
+
+def first_bad_id(ids: np.ndarray) -> tuple[int, str] | None:
+    """``(index, reason)`` of the first id that breaks :func:`id_problem`, or None (vectorised check first)."""
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        return None
+    if arr.dtype.kind not in "U":
+        arr = np.asarray(arr.tolist(), dtype=np.str_)
+    codes = np.ascontiguousarray(arr).view(np.uint32).reshape(len(arr), -1)  # NUL-padded
+    length = np.char.str_len(arr)
+    bad = ((codes != 0) & ((codes < 32) | (codes > 126))).any(axis=1) | (length == 0) | (length > MAX_ID_LENGTH)
+    bad |= np.char.startswith(arr, " ") | np.char.endswith(arr, " ")
+    for i in np.flatnonzero(bad):
+        reason = id_problem(str(arr[i]))
+        if reason is not None:
+            return int(i), reason
+    return None
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from catalogs.schema import FLAG_CENTROID_NEAR_EDGE, FLAG_ORIENTATION_ILL_DEFINED, FLAG_RECON_OUTLIER, latent_names
+from catalogs.schema import (
+    FLAG_CENTROID_NEAR_EDGE,
+    FLAG_ORIENTATION_ILL_DEFINED,
+    FLAG_RECON_OUTLIER,
+    first_bad_id,
+    latent_names,
+)
 from pipeline import __version__
 from pipeline.conventions import store_to_cutout_pixels, theta_to_pa, wrap_360
 from pipeline.errors import BadInputError, ConfigError
@@ -190,6 +196,11 @@ def plan_inference(store: str | os.PathLike, checkpoint: str | os.PathLike, work
     info = st.info
     if info.n_objects == 0:
         raise BadInputError(f"store {store} holds no objects")
+    bad = first_bad_id(_unicode(st.ids))  # before any work: the catalogue could not hold it
+    if bad is not None:
+        i, why = bad
+        raise BadInputError(f"store {store}: object {i} has an id the catalogue cannot hold ({why}: "
+                            f"{str(st.ids[i])!r}); ingest the survey again to reject it")
     ckpt = Path(checkpoint).resolve()
     state = load_checkpoint(ckpt)
     mc = state["config"].model

@@ -59,7 +59,7 @@ def make_survey(root: Path, n: int, *, side: int = 128, seed: int = 0, fmt: str 
 
 
 def store_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    s = open_store(path)
+    s = open_store(path, accept_failed=True)  # to compare what two ingests wrote, passed or not
     return s.read_images(0, len(s)), s.ids, s.ra
 
 
@@ -111,7 +111,7 @@ def test_every_bad_input_is_rejected_with_its_reason_and_the_store_holds_exactly
     assert list(rej.columns[:4]) == ["row", "id", "path", "reason"]
     assert summary.n_input == 40 and summary.n_rejected == len(planted) and summary.n_stored == 40 - len(planted)
     assert summary.rejected_by_reason["corrupt_image"] == 2 and summary.too_many_rejects
-    store = open_store(tmp_path / "st.zarr")
+    store = open_store(tmp_path / "st.zarr", accept_failed=True)
     good = [i for i in range(40) if i not in planted]
     assert list(store.ids) == list(cat.iauname[good]) and len(set(store.ids)) == len(good)
     np.testing.assert_allclose(store.ra, cat.ra[good].astype(float))
@@ -285,7 +285,7 @@ def test_cli_exits_2_when_too_many_rows_are_rejected_after_writing_what_it_could
     assert cli_main(args) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("galaxy-codae ingest: error: 1 of 20 rows rejected (5.00 % > 4.00 %)")
-    assert len(open_store(tmp_path / "st.zarr")) == 19
+    assert len(open_store(tmp_path / "st.zarr", accept_failed=True)) == 19
 
 
 @pytest.mark.parametrize(
@@ -328,3 +328,147 @@ def test_a_changed_catalogue_does_not_resume_an_unfinished_run(tmp_path):
         plan_ingest(root / "catalog.parquet", root / "images", tmp_path / "o.zarr", crop=16, size=8)
     again = plan_ingest(root / "catalog.parquet", root / "images", tmp_path / "o.zarr", crop=16, size=8, overwrite=True)
     assert again.n_rows == 5
+
+
+# ----------------------------------------------------------------------------- hostile or careless inputs
+
+
+def _ingest_cli(cat: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return ["ingest", "--catalog", str(cat), "--images", str(images), "--out", str(out), "--quiet", *extra]
+
+
+def test_overwrite_replaces_only_a_store_this_project_marked(tmp_path, capsys):
+    root = make_survey(tmp_path / "survey", 6, side=32)
+    cat, images = root / "catalog.parquet", root / "images"
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("x")
+    assert cli_main(_ingest_cli(cat, images, keep, "--overwrite")) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"galaxy-codae ingest: error: --overwrite will not replace {keep}: it is a folder galaxy-codae "
+                   "did not mark as its own (no .galaxy-codae.json)"]
+    assert (keep / "thesis.tex").read_text() == "x"
+    # the survey's own folder holds the inputs: never replaced, whatever it holds
+    assert cli_main(_ingest_cli(cat, images, root, "--overwrite")) == 2
+    assert "it holds an input of this step" in capsys.readouterr().err
+    assert cat.is_file() and len(list(images.rglob("*.jpg"))) == 6
+    # a store this project wrote is replaced; one someone added a file to is not
+    store = tmp_path / "st.zarr"
+    assert cli_main(_ingest_cli(cat, images, store)) == 0
+    assert cli_main(_ingest_cli(cat, images, store, "--overwrite")) == 0
+    (store / "notes.txt").write_text("mine")
+    assert cli_main(_ingest_cli(cat, images, store, "--overwrite")) == 2
+    assert "it holds 'notes.txt', which galaxy-codae did not write" in capsys.readouterr().err
+    assert (store / "notes.txt").read_text() == "mine" and len(open_store(store)) == 6
+    # an unfinished work directory that is not ours is not cleared either
+    (tmp_path / "new.zarr.partial").mkdir()
+    (tmp_path / "new.zarr.partial" / "data.txt").write_text("mine")
+    assert cli_main(_ingest_cli(cat, images, tmp_path / "new.zarr")) == 2
+    assert (tmp_path / "new.zarr.partial" / "data.txt").read_text() == "mine"
+
+
+def test_paths_that_resolve_outside_the_image_root_are_rejected_and_never_opened(tmp_path, monkeypatch):
+    import PIL.Image
+
+    import pipeline.data.readers as readers
+
+    root = make_survey(tmp_path / "deep" / "survey", 12, side=32)
+    images = root / "images"
+    df = pd.read_parquet(root / "catalog.parquet")
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes((images / df.file_loc[0]).read_bytes())
+    (images / "link_out.jpg").symlink_to(outside)
+    (images / "link_in.jpg").symlink_to(images / df.file_loc[0])  # a link inside the root is fine
+    planted = {1: "../../outside.jpg", 2: str(outside), 3: "link_out.jpg", 4: "../../../../../../../../etc/passwd",
+               5: "J000/../../../outside.jpg"}
+    for i, v in planted.items():
+        df.loc[i, "file_loc"] = v
+    df.loc[6, "file_loc"] = "link_in.jpg"
+    df.to_parquet(root / "catalog.parquet")
+    opened: list[str] = []
+    real_open, real_pil_open = open, PIL.Image.open
+    monkeypatch.setattr(readers, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k),
+                        raising=False)
+    monkeypatch.setattr(PIL.Image, "open", lambda p, *a, **k: opened.append(str(p)) or real_pil_open(p, *a, **k))
+    summary = ingest_survey(root / "catalog.parquet", images, tmp_path / "st.zarr", max_reject_fraction=1.0)
+    rej = pd.read_csv(summary.rejects_table, keep_default_na=False)
+    assert dict(zip(rej["row"], rej["reason"])) == dict.fromkeys(planted, "outside_root")
+    assert summary.n_stored == 12 - len(planted)
+    cutouts = [p for p in opened if Path(p) != root / "catalog.parquet"]
+    assert cutouts and all(Path(p).resolve().is_relative_to(images.resolve()) for p in cutouts), cutouts
+    assert "link_in.jpg" in list(open_store(tmp_path / "st.zarr").source_paths)
+
+
+def test_a_path_that_cannot_name_a_file_is_a_rejected_row_and_the_ingest_goes_on(tmp_path, capsys):
+    root = make_survey(tmp_path / "survey", 14, side=32)
+    images = root / "images"
+    df = pd.read_parquet(root / "catalog.parquet")
+    (images / "loop_a").symlink_to(images / "loop_b")
+    (images / "loop_b").symlink_to(images / "loop_a")
+    os.mkfifo(images / "pipe.jpg")  # opening it would block the ingest forever
+    planted = {1: (".", "not_a_file"), 2: ("J000", "not_a_file"), 3: ("a" * 300 + ".jpg", "bad_path"),
+               4: ("loop_a", "bad_path"), 5: ("x\x00y.jpg", "bad_path"), 6: ("pipe.jpg", "not_a_file"),
+               7: ("/".join(["d"] * 2100), "bad_path")}  # longer than PATH_MAX
+    for i, (v, _) in planted.items():
+        df.loc[i, "file_loc"] = v
+    df.to_parquet(root / "catalog.parquet")
+    out = tmp_path / "st.zarr"
+    assert cli_main(_ingest_cli(root / "catalog.parquet", images, out, "--max-reject-fraction", "1")) == 0
+    assert capsys.readouterr().err == ""
+    rej = pd.read_csv(rejects_path_for(out), keep_default_na=False)
+    assert dict(zip(rej["row"], rej["reason"])) == {i: r for i, (_, r) in planted.items()}
+    assert "\x00" not in rejects_path_for(out).read_text()  # control characters are escaped in the table
+    assert len(open_store(out)) == 14 - len(planted)
+
+
+def test_a_failed_ingest_leaves_a_store_that_train_and_infer_refuse_with_one_line(tmp_path, capsys):
+    root = make_survey(tmp_path / "survey", 10, side=32)
+    df = pd.read_parquet(root / "catalog.parquet")
+    (root / "images" / df.file_loc[3]).unlink()
+    out = tmp_path / "st.zarr"
+    assert cli_main(_ingest_cli(root / "catalog.parquet", root / "images", out, "--size", "32")) == 2
+    capsys.readouterr()
+    why = (f"store {out} did not pass its ingest (1 of 10 rows rejected (10.00 % > 1.00 %); see st.zarr.rejects.csv)"
+           "; fix the inputs, or rerun galaxy-codae ingest --overwrite with a higher --max-reject-fraction")
+    assert cli_main(["train", "--store", str(out), "--out", str(tmp_path / "run"), "--max-epochs", "1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"galaxy-codae train: error: {why}"]
+    assert cli_main(["infer", "--store", str(out), "--checkpoint", str(tmp_path / "none.pt"),
+                     "--out", str(tmp_path / "c.fits")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"galaxy-codae infer: error: {why}"]
+    assert not (tmp_path / "c.fits").exists() and not (tmp_path / "c.fits.partial").exists()
+    # the same inputs within a higher limit make a store that is used
+    assert cli_main(_ingest_cli(root / "catalog.parquet", root / "images", out, "--size", "32", "--overwrite",
+                                "--max-reject-fraction", "0.2")) == 0
+    assert len(open_store(out)) == 9
+
+
+def test_ids_the_catalogue_cannot_hold_are_rejected_at_ingest_and_refused_before_inference(tmp_path, capsys):
+    import zarr
+
+    root = make_survey(tmp_path / "survey", 12, side=32)
+    df = pd.read_parquet(root / "catalog.parquet")
+    planted = {1: "NGC-ü", 2: "two\nlines", 3: "del\x7f", 4: "x" * 300, 5: "tab\there"}
+    for i, v in planted.items():
+        df.loc[i, "iauname"] = v
+    df.loc[7, "iauname"] = "=HYPERLINK(\"http://x\")"  # a legal id that a spreadsheet would run
+    df.loc[8, "iauname"] = "=HYPERLINK(\"http://x\")"  # ... as its duplicate: rejected, and in the CSV
+    df.loc[9, "iauname"] = "@SUM(1)"
+    df.loc[9, "ra"] = 400.0
+    df.to_parquet(root / "catalog.parquet")
+    out = tmp_path / "st.zarr"
+    summary = ingest_survey(root / "catalog.parquet", root / "images", out, max_reject_fraction=1.0)
+    rej = pd.read_csv(summary.rejects_table, keep_default_na=False)
+    assert dict(zip(rej["row"], rej["reason"])) == {**dict.fromkeys(planted, "bad_id"), 8: "duplicate_id",
+                                                    9: "bad_coordinates"}
+    assert list(rej.loc[rej["row"].isin([8, 9]), "id"]) == ["'=HYPERLINK(\"http://x\")", "'@SUM(1)"]
+    assert not any(line.startswith(("=", "+", "-", "@")) for row in rej.astype(str).to_numpy() for line in row)
+    store = open_store(out)
+    assert len(store) == 12 - len(planted) - 2 and "=HYPERLINK(\"http://x\")" in list(store.ids)
+    # a store holding such an id (written by older code) is refused before any inference work
+    ids = zarr.open_array(str(out / "id"), mode="r+")
+    ids[0] = "bad\nid"
+    assert cli_main(["infer", "--store", str(out), "--checkpoint", str(tmp_path / "none.pt"),
+                     "--out", str(tmp_path / "c.fits")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "object 0 has an id the catalogue cannot hold (id holds '\\n'" in err[0]
+    assert not (tmp_path / "c.fits.partial").exists()

@@ -14,9 +14,10 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from pipeline import __version__
-from pipeline.errors import BadInputError, ConfigError
+from pipeline.errors import BadInputError, ConfigError, one_line
 
 #: command name -> (module in this package, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
-        sys.stderr.write(f"galaxy-codae: error: {message}\n")
+        sys.stderr.write(f"galaxy-codae: error: {one_line(message)}\n")
         self.print_usage(sys.stderr)
         raise SystemExit(2)
 
@@ -63,16 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"pipeline.cli.{args._module}")
+    # Library warnings are held back and printed after the command's own lines, so an error's
+    # first line on stderr is always ours; user text in a message is escaped to one line.
+    with warnings.catch_warnings(record=True) as caught:
+        code = _run(module, args)
+    for w in caught:
+        sys.stderr.write(f"galaxy-codae {args.command}: warning: {w.category.__name__}: {one_line(str(w.message))}\n")
+    return code
+
+
+def _run(module, args: argparse.Namespace) -> int:
     try:
         return int(module.run(args) or 0)
     except (BadInputError, ConfigError) as e:
-        sys.stderr.write(f"galaxy-codae {args.command}: error: {e}\n")
+        sys.stderr.write(f"galaxy-codae {args.command}: error: {one_line(str(e))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"galaxy-codae {args.command}: interrupted\n")
         return 130
     except Exception as e:  # internal failure: one line first, then the traceback for a bug report
-        sys.stderr.write(f"galaxy-codae {args.command}: internal error: {type(e).__name__}: {e}\n")
+        sys.stderr.write(f"galaxy-codae {args.command}: internal error: {type(e).__name__}: {one_line(str(e))}\n")
         import traceback
 
         traceback.print_exc()

@@ -9,7 +9,8 @@ is not known until every earlier cutout has been decoded.  The ingest therefore 
 parallel passes over fixed blocks, with a short serial step between them:
 
 1. **plan** (:func:`plan_ingest`, serial, catalogue only): read and check the catalogue, reject rows
-   with a missing or duplicate id or bad RA/Dec, fix the survey's image shape from the first
+   with a missing or duplicate id, an id the catalogue cannot hold (the policy of
+   :func:`catalogs.schema.id_problem`) or bad RA/Dec, fix the survey's image shape from the first
    readable cutouts, and write ``plan.parquet`` with one row group per block of ``shard_size``
    catalogue rows.
 2. **decode** (:func:`ingest_shard`, one task per block): decode, crop and resize each cutout of the
@@ -26,7 +27,13 @@ parallel passes over fixed blocks, with a short serial step between them:
    store, the attributes, ``complete: true`` last; then the staging is removed and the work
    directory ``<out>.partial`` is renamed to ``<out>``.
 
-Every file is written under a temporary name and renamed, and each block or shard is marked done
+A cutout path is resolved (symbolic links followed) before anything opens it; one that leads
+outside the image root is a rejected row (``outside_root``), as is one that cannot name a regular
+file (``bad_path``, ``not_a_file``): no path stops the ingest.
+
+``overwrite`` replaces only a store this project wrote and marked (:mod:`catalogs.atomic`), never
+a folder holding anything else or one that contains the inputs.  Every file is written under a
+temporary name and renamed (:mod:`catalogs.atomic`), and each block or shard is marked done
 only after its data is on disk, so a run killed at any moment (kill -9) and run again with the same
 arguments resumes: finished blocks and shards are skipped (their files keep their mtimes) and each
 good object ends up in the store exactly once.  Tasks take the work directory and an index, never
@@ -34,8 +41,9 @@ arrays; each holds at most one block of images (``shard_size`` cutouts), so memo
 the survey grows.
 
 Work is spread with Dask: ``workers=1`` runs the tasks in this process, ``workers=N`` starts a
-``distributed.LocalCluster`` of N single-threaded worker processes, ``scheduler=ADDRESS`` uses an
-existing cluster (whose workers must see the same file system).  A Prefect flow can call the five
+local cluster of N single-threaded worker processes on the loopback interface
+(:func:`pipeline.cluster.local_cluster`), ``scheduler=ADDRESS`` uses an existing cluster (whose
+workers must see the same file system).  A Prefect flow can call the five
 functions above directly, one task per block or shard.
 """
 
@@ -43,7 +51,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections import Counter
@@ -58,6 +65,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from catalogs import atomic
+from catalogs.schema import id_problem
 from pipeline import __version__
 from pipeline.data.readers import (
     FITS_STRETCH,
@@ -69,8 +78,17 @@ from pipeline.data.readers import (
     probe_image,
     read_catalog,
     read_cutout,
+    resolve_in_root,
 )
-from pipeline.data.store import STORE_FORMAT, ZSTD_LEVEL, images_codec, rejects_path_for
+from pipeline.data.store import (
+    STORE_ENTRIES,
+    STORE_FORMAT,
+    STORE_KIND,
+    ZSTD_LEVEL,
+    images_codec,
+    rejects_path_for,
+    write_rejects_csv,
+)
 from pipeline.errors import BadInputError, ConfigError
 
 __all__ = [
@@ -195,15 +213,14 @@ class IngestSummary:
 # ----------------------------------------------------------------------------- small helpers
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+def _store_marks() -> dict[str, Any]:
+    """The attributes an unfinished store starts with: its format, not complete, and its ownership record."""
+    return {
+        "galaxy_codae_store": STORE_FORMAT,
+        "complete": False,
+        "software_version": __version__,
+        atomic.OWNER_KEY: atomic.owner_record(STORE_KIND, STORE_ENTRIES),
+    }
 
 
 def _block_paths(work: Path, block: int) -> tuple[Path, Path]:
@@ -250,11 +267,11 @@ def _carry_column(s: pd.Series) -> pa.Array:
 
 
 def _survey_shape(images: Path, paths: list[str], n_probe: int = 16) -> ImageInfo:
-    """The most common image shape among the first ``n_probe`` readable cutouts."""
+    """The most common image shape among the first ``n_probe`` readable cutouts under the resolved root ``images``."""
     seen: Counter[ImageInfo] = Counter()
     for rel in paths:
         try:
-            info = probe_image(images / rel)
+            info = probe_image(resolve_in_root(images, rel))
         except RejectedImage:
             continue
         seen[ImageInfo("any", info.kind, info.width, info.height, info.channels)] += 1
@@ -299,11 +316,17 @@ def plan_ingest(
         raise BadInputError(f"image root {images} does not exist or is not a directory")
     if not catalog.is_file():
         raise BadInputError(f"catalogue {catalog} does not exist")
-    if out.exists() and not overwrite:
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise BadInputError(f"store {out} already exists (pass --overwrite to replace it)")
+    inputs = (catalog, images)
+    if overwrite:
+        atomic.check_may_replace(out, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
     sha = file_sha256(catalog)
     work = _work_dir(out)
     columns = {"id": id_column, "path": path_column, "ra": ra_column, "dec": dec_column}
+    # the work directory is deleted below (a stale or killed run): only when it is this project's
+    if work.exists() or work.is_symlink():
+        atomic.check_may_replace(work, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
 
     if (work / _WORK / "plan.json").is_file():
         old = IngestPlan.load(work)
@@ -347,6 +370,8 @@ def plan_ingest(
     for i in range(n):
         if ids[i] is None:
             reason[i], detail[i] = "missing_id", f"empty {id_column}"
+        elif (why := id_problem(ids[i])) is not None:
+            reason[i], detail[i] = "bad_id", f"{why}: {ids[i]!r}"
         elif ids[i] in seen:
             reason[i], detail[i] = "duplicate_id", f"{ids[i]} occurs on an earlier row"
         elif bad_ra[i] or bad_dec[i]:
@@ -357,7 +382,7 @@ def plan_ingest(
         if ids[i] is not None:
             seen.add(ids[i])
 
-    shape = _survey_shape(images, [p for p, r in zip(paths, reason) if r is None][:1000])
+    shape = _survey_shape(images.resolve(), [p for p, r in zip(paths, reason) if r is None][:1000])
     side = min(shape.width, shape.height)
     crop_size = int(round(DEFAULT_CROP_FRACTION * side)) if crop is None else int(crop)
     if not 0 < crop_size <= side:
@@ -378,11 +403,15 @@ def plan_ingest(
             **{f"x_{c}": _carry_column(df[c]) for c in carried},
         }
     )
+    import zarr
+
+    # the group's attributes mark the work directory (and then the store) as one --overwrite may clear
+    group = zarr.open_group(str(work), mode="w", zarr_format=3)
+    group.attrs.update(_store_marks())
     (work / _WORK / "blocks").mkdir(parents=True, exist_ok=True)
     (work / _WORK / "stored").mkdir(parents=True, exist_ok=True)
-    tmp = work / _WORK / f"plan.parquet.tmp{os.getpid()}"
-    pq.write_table(table, tmp, row_group_size=shard_size)
-    os.replace(tmp, work / _WORK / "plan.parquet")
+    with atomic.atomic_path(work / _WORK / "plan.parquet") as tmp:
+        pq.write_table(table, tmp, row_group_size=shard_size)
     spec = {
         "out": str(out.resolve()),
         "catalog": str(catalog.resolve()),
@@ -410,7 +439,7 @@ def plan_ingest(
         "n_blocks": max(1, math.ceil(n / shard_size)) if n else 0,
         "software_version": __version__,
     }
-    _atomic_write_json(work / _WORK / "plan.json", spec)  # the plan exists once this file does
+    atomic.write_json(work / _WORK / "plan.json", spec)  # the plan exists once this file does
     return IngestPlan.load(work)
 
 
@@ -448,13 +477,12 @@ def ingest_shard(plan: IngestPlan | Path, shard_index: int) -> BlockResult:
         if reasons[i] is not None:
             continue
         try:
-            out[n_good] = read_cutout(images_root / rel, crop, expect=expect)
+            out[n_good] = read_cutout(resolve_in_root(images_root, rel), crop, expect=expect)
             n_good += 1
         except RejectedImage as e:
             reasons[i], details[i] = e.reason, str(e)
-    tmp = npy.with_name(npy.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, out[:n_good])
-    os.replace(tmp, npy)
+    with atomic.atomic_path(npy, suffix=".npy") as tmp:
+        np.save(tmp, out[:n_good])
     table = pa.table(
         {
             "row": rows.column("row"),
@@ -462,9 +490,8 @@ def ingest_shard(plan: IngestPlan | Path, shard_index: int) -> BlockResult:
             "detail": pa.array(details, type=pa.string()),
         }
     )
-    tmp = marker.with_name(marker.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, marker)  # the block is done once its marker exists
+    with atomic.atomic_path(marker) as tmp:  # the block is done once its marker exists
+        pq.write_table(table, tmp)
     return BlockResult(k, rows.num_rows, n_good, dict(Counter(r for r in reasons if r is not None)), skipped=False)
 
 
@@ -499,7 +526,7 @@ def layout_store(plan: IngestPlan | Path) -> int:
         layout = {"block_good": counts, "n_good": int(sum(counts))}
         sp = plan.spec
         group = zarr.open_group(str(plan.work), mode="a", zarr_format=3)  # "w" would delete _ingest/
-        group.attrs.update({"galaxy_codae_store": STORE_FORMAT, "complete": False, "software_version": __version__})
+        group.attrs.update(_store_marks())
         n, c, s = layout["n_good"], sp["channels"], sp["size"]
         group.create_array(
             "images",
@@ -512,7 +539,7 @@ def layout_store(plan: IngestPlan | Path) -> int:
             dimension_names=("object", "channel", "y", "x"),
             overwrite=True,  # a run killed between this and layout.json
         )
-        _atomic_write_json(layout_file, layout)
+        atomic.write_json(layout_file, layout)
     return math.ceil(layout["n_good"] / plan.shard_size)
 
 
@@ -553,7 +580,7 @@ def write_store_shard(plan: IngestPlan | Path, shard_index: int) -> bool:
         with zarr.config.set({"codec_pipeline.batch_size": chunks_per_shard, "threading.max_workers": 1}):
             arr = zarr.open_array(str(plan.work / "images"), mode="r+")
             arr[a:b] = data
-    _atomic_write_bytes(done, b"")
+    atomic.write_bytes(done, b"")
     return True
 
 
@@ -617,9 +644,7 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
                 "detail": outcome["detail"].to_numpy(dtype=object)[~good],
             }
         )
-        tmp = rejects_path.with_name(rejects_path.name + f".tmp{os.getpid()}")
-        rejects.to_csv(tmp, index=False)
-        os.replace(tmp, rejects_path)
+        write_rejects_csv(rejects, rejects_path)
         by_reason = {r: int(n) for r, n in Counter(rejects["reason"]).items()}
         counts = {
             "input_rows": int(len(table)),
@@ -627,6 +652,8 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
             "rejected": int((~good).sum()),
             "rejected_by_reason": {r: by_reason.get(r, 0) for r in REJECT_REASONS},
         }
+        fraction = counts["rejected"] / counts["input_rows"] if counts["input_rows"] else 0.0
+        passed = fraction <= sp["max_reject_fraction"]
         group.attrs.update(
             {
                 "galaxy_codae_store": STORE_FORMAT,
@@ -667,14 +694,28 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
                 "counts": counts,
                 "max_reject_fraction": sp["max_reject_fraction"],
                 "rejects_table": rejects_path.name,
+                # usable by train and infer only when the rejects stayed within the limit
+                "passed": passed,
+                "failure": None
+                if passed
+                else (
+                    f"{counts['rejected']} of {counts['input_rows']} rows rejected "
+                    f"({100 * fraction:.2f} % > {100 * sp['max_reject_fraction']:.2f} %)"
+                ),
             }
         )
         group.attrs["complete"] = True  # written last
     attrs = dict(group.attrs)
-    if out.exists():  # overwrite=True was checked by plan_ingest
-        shutil.rmtree(out)
-    os.replace(work, out)  # complete and in place; the bookkeeping below is only disk space
-    shutil.rmtree(out / _WORK, ignore_errors=True)
+    # complete and in place; an existing store goes only when --overwrite may replace it (plan_ingest
+    # checked it; checked again here because the store could have changed in between)
+    inputs = (sp["catalog"], sp["images_root"])
+    try:
+        atomic.replace_dir(
+            work, out, may_replace=lambda p: atomic.overwrite_refusal(p, kinds=(STORE_KIND,), inputs=inputs)
+        )
+    except FileExistsError as e:
+        raise BadInputError(f"finished store left at {work}: {e}") from None
+    shutil.rmtree(out / _WORK, ignore_errors=True)  # the bookkeeping is only disk space now
     c = attrs["counts"]
     return IngestSummary(
         store=out,
@@ -749,7 +790,7 @@ def ingest_survey(
 
     ``size``: output side in pixels; ``crop``: centre crop side in pixels of the original cutout
     (None: :data:`DEFAULT_CROP_FRACTION` of the shorter side); ``workers``: 1 runs in this process,
-    N > 1 starts a local Dask cluster of N single-threaded processes; ``scheduler``: address of an
+    N > 1 starts a local Dask cluster of N single-threaded processes on loopback; ``scheduler``: address of an
     existing Dask scheduler (overrides ``workers``); ``progress``: called with a progress line every
     few seconds.  Rejected rows never stop the run; check ``summary.too_many_rejects``.
     """
@@ -771,18 +812,9 @@ def ingest_survey(
     )
     if workers < 1:
         raise ConfigError(f"workers must be at least 1 (got {workers})")
-    client = cluster = None
-    try:
-        if scheduler is not None or workers > 1:
-            from distributed import Client, LocalCluster
+    from pipeline.cluster import dask_client
 
-            if scheduler is not None:
-                client = Client(scheduler)
-            else:
-                cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
-                )
-                client = Client(cluster)
+    with dask_client(workers, scheduler) as client:
         show = _Progress(progress)
         rows = good = blocks_resumed = 0
         rejected: Counter[str] = Counter()
@@ -799,10 +831,5 @@ def ingest_survey(
             done += 1
             shards_resumed += not wrote
             show("stored", done, n_shards, "shards ")
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
     summary = finalize_ingest(plan, elapsed_s=time.perf_counter() - t0)
     return replace(summary, blocks_resumed=blocks_resumed, shards_resumed=shards_resumed)

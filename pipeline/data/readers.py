@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,7 @@ __all__ = [
     "FITS_STRETCH",
     "RESAMPLE",
     "sniff_format",
+    "resolve_in_root",
     "probe_image",
     "read_cutout",
     "read_catalog",
@@ -56,9 +61,13 @@ __all__ = [
 #: Reasons a catalogue row is rejected (the ``reason`` column of the rejects table).
 REJECT_REASONS: tuple[str, ...] = (
     "missing_id",  # the id is null or empty
+    "bad_id",  # the id breaks the id policy (catalogs.schema.id_problem: printable ASCII, no edge spaces, length)
     "duplicate_id",  # the id already occurred on an earlier row (the first occurrence is kept)
     "bad_coordinates",  # RA or Dec unparsable, non-finite, RA outside [0, 360) or Dec outside [-90, 90] deg
     "missing_file",  # the path is null or the file does not exist
+    "outside_root",  # the path resolves (symbolic links included) outside the image root; never opened
+    "bad_path",  # the path cannot name a file: NUL byte, too long, a symbolic-link loop, no permission
+    "not_a_file",  # the path names a directory, a FIFO or a device, not a regular file
     "empty_file",  # the file has zero bytes
     "corrupt_image",  # truncated, corrupt or unrecognised image data
     "wrong_dimensions",  # width, height, channels or pixel kind differ from the survey's
@@ -90,7 +99,26 @@ RESAMPLE = Image.Resampling.BOX
 #: decode, then a 2x2 average) by 0.38, 2 and 10, and costs 1.2x as much per cutout.
 DRAFT_OVERSAMPLE = 1.0
 
-Image.MAX_IMAGE_PIXELS = 64_000_000  # cutouts are small; a huge "cutout" is an input error, not a bomb
+#: Largest cutout accepted, in pixels.  PIL's own guard (``Image.MAX_IMAGE_PIXELS``) warns before it
+#: refuses, and its warning would print ahead of any error line, so the limit is checked here, on
+#: the header, before any pixel is decoded (:func:`_pil_open`), and a bigger file is a rejected row.
+MAX_CUTOUT_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = None  # our check above replaces PIL's warning
+
+
+@contextmanager
+def _pil_open(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` (header only) with the size limit; any failure is a :class:`RejectedImage`."""
+    try:
+        im = Image.open(path)
+    except Exception as e:
+        raise RejectedImage("corrupt_image", f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_CUTOUT_PIXELS:
+            msg = f"{path}: {w}x{h} pixels, more than the {MAX_CUTOUT_PIXELS:,} a cutout may have"
+            raise RejectedImage("wrong_dimensions", msg)
+        yield im
 
 
 class RejectedImage(BadInputError):
@@ -149,15 +177,41 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def resolve_in_root(root: Path, rel: str) -> Path:
+    """The file ``root / rel`` resolved (symbolic links followed), checked to lie inside ``root``.
+
+    ``root`` must already be resolved (``Path.resolve()``).  Raises :class:`RejectedImage`
+    with reason ``outside_root`` (an absolute path, ``..`` or a link leading out of the root)
+    or ``bad_path`` (NUL byte, a name too long, a symbolic-link loop).  Nothing is opened.
+    """
+    if "\x00" in rel:
+        raise RejectedImage("bad_path", f"{rel!r}: the path holds a NUL byte")
+    try:
+        resolved = Path(os.path.realpath(root / rel, strict=False))
+    except (OSError, ValueError, RuntimeError) as e:  # loops, over-long names
+        raise RejectedImage("bad_path", f"{rel!r}: cannot resolve ({type(e).__name__}: {e})") from None
+    if resolved != root and root not in resolved.parents:
+        raise RejectedImage("outside_root", f"{rel!r} resolves outside the image root {root}")
+    return resolved
+
+
 def _check_file(path: Path) -> str:
     try:
-        n = path.stat().st_size
+        st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise RejectedImage("missing_file", f"{path}: no such file") from None
-    if n == 0:
+    except (OSError, ValueError) as e:  # ELOOP, ENAMETOOLONG, EACCES, embedded NUL
+        raise RejectedImage("bad_path", f"{path}: cannot open ({type(e).__name__}: {e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise RejectedImage("not_a_file", f"{path}: {what}")
+    if st.st_size == 0:
         raise RejectedImage("empty_file", f"{path}: empty file")
-    with open(path, "rb") as f:
-        fmt = sniff_format(f.read(16))
+    try:
+        with open(path, "rb") as f:
+            fmt = sniff_format(f.read(16))
+    except OSError as e:
+        raise RejectedImage("bad_path", f"{path}: cannot open ({type(e).__name__}: {e})") from None
     if fmt is None:
         raise RejectedImage("corrupt_image", f"{path}: not a JPEG, PNG or FITS file")
     return fmt
@@ -195,11 +249,8 @@ def probe_image(path: Path) -> ImageInfo:
         except Exception as e:
             raise RejectedImage("corrupt_image", f"{path}: unreadable FITS ({type(e).__name__}: {e})") from None
         return ImageInfo("fits", "float", w, hh, c)
-    try:
-        with Image.open(path) as im:
-            mode, (w, hh) = im.mode, im.size
-    except Exception as e:
-        raise RejectedImage("corrupt_image", f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+    with _pil_open(path) as im:
+        mode, (w, hh) = im.mode, im.size
     if mode not in _PIL_CHANNELS:
         raise RejectedImage("wrong_dimensions", f"{path}: unsupported image mode {mode}")
     return ImageInfo(fmt, "8bit", w, hh, _PIL_CHANNELS[mode])
@@ -214,11 +265,7 @@ def _check_shape(path: Path, info: ImageInfo, expect: ImageInfo) -> None:
 
 
 def _read_8bit(path: Path, fmt: str, crop: CropSpec, expect: ImageInfo | None) -> NDArray[np.uint8]:
-    try:
-        im = Image.open(path)  # parses the header only; opened once (an open costs ~0.2 ms)
-    except Exception as e:
-        raise RejectedImage("corrupt_image", f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-    with im:
+    with _pil_open(path) as im:  # parses the header only; opened once (an open costs ~0.2 ms)
         if im.mode not in _PIL_CHANNELS:
             raise RejectedImage("wrong_dimensions", f"{path}: unsupported image mode {im.mode}")
         info = ImageInfo(fmt, "8bit", im.size[0], im.size[1], _PIL_CHANNELS[im.mode])

@@ -22,8 +22,16 @@ Attributes (``zarr.json`` of the group)
 ``source_height``, ``source_format``, ``channels``, ``dtype``, ``flipped``, ``resample``,
 ``jpeg_draft``, ``fits_stretch``), ``layout`` (``shard_size``, ``chunk_size``, ``compressor``),
 ``counts`` (``input_rows``, ``stored``, ``rejected``, ``rejected_by_reason``), ``rejects_table``,
-and ``complete`` (true only once everything else is written: :func:`open_store` refuses a store
-without it).
+``passed`` (the rejected fraction stayed within ``max_reject_fraction``; ``failure`` says by how
+much it did not) and ``complete`` (true only once everything else is written).  :func:`open_store`
+refuses a store that is not complete or did not pass, so train and infer never use one.
+
+The attribute :data:`catalogs.atomic.OWNER_KEY` (kind :data:`STORE_KIND`, the names of
+:data:`STORE_ENTRIES`) marks the store as this project's: ``ingest --overwrite`` replaces such a
+store, and nothing else.  The rejects table ``<store>.rejects.csv`` beside it
+has columns row, id, path, reason, detail; a text cell that a spreadsheet would run as a formula
+(first character ``=``, ``+``, ``-``, ``@``, tab or carriage return) is written with a leading
+``'``, and control characters in a cell are escaped (:func:`spreadsheet_safe`).
 
 Map a store pixel back to the original cutout with
 ``pipeline.conventions.store_to_cutout_pixels(p, crop_start=info.crop_start_x, crop_size=info.crop_size,
@@ -38,15 +46,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import zarr
 from numpy.typing import NDArray
 
-from pipeline.errors import BadInputError
+from catalogs import atomic
+from pipeline.errors import BadInputError, one_line
 
-__all__ = ["STORE_FORMAT", "ZSTD_LEVEL", "images_codec", "StoreInfo", "Store", "open_store", "rejects_path_for"]
+__all__ = [
+    "STORE_FORMAT",
+    "STORE_KIND",
+    "STORE_ENTRIES",
+    "ZSTD_LEVEL",
+    "images_codec",
+    "StoreInfo",
+    "Store",
+    "open_store",
+    "rejects_path_for",
+    "spreadsheet_safe",
+    "write_rejects_csv",
+]
 
 #: Version of the layout above, in ``attrs["galaxy_codae_store"]``.
 STORE_FORMAT = 1
+#: The ownership kind (:func:`catalogs.atomic.mark_owned`) of a store and of its unfinished work directory.
+STORE_KIND = "store"
+#: Every top-level name a store (or its work directory, with ``_ingest``) may hold.
+STORE_ENTRIES = ("zarr.json", "images", "id", "ra", "dec", "source_path", "row", "columns", "_ingest")
 
 #: zstd level of the ``images`` chunks.  Level 1 compresses the demo cutouts 1.73x against 1.76x
 #: at level 3 and costs 0.12 against 0.21 ms per 64x64x3 cutout on this 2-core CPU (sky noise
@@ -63,6 +89,30 @@ def rejects_path_for(store: Path) -> Path:
     """The rejects table written beside a store: ``<store>.rejects.csv`` (columns row, id, path, reason, detail)."""
     store = Path(store)
     return store.with_name(store.name + ".rejects.csv")
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell with a leading ``'`` when it begins like a formula (``=``, ``+``, ``-``, ``@``, tab, CR),
+    and its control characters escaped (:func:`pipeline.errors.one_line`); other values as they are."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_START):
+        value = "'" + value
+    return one_line(value)
+
+
+def write_rejects_csv(rejects: pd.DataFrame, path: Path) -> None:
+    """Write the rejects table atomically, every text cell made :func:`spreadsheet_safe`."""
+    safe = rejects.copy()
+    for name in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[name].dtype):
+            safe[name] = safe[name].map(spreadsheet_safe)
+    with atomic.atomic_path(path) as tmp:
+        safe.to_csv(tmp, index=False)
 
 
 @dataclass(frozen=True)
@@ -200,11 +250,22 @@ class Store:
         return [(a, min(a + s, n)) for a in range(0, n, s)]
 
 
-def open_store(path: Path | str) -> Store:
+def _passed(attrs: dict[str, Any]) -> bool | None:
+    """The ingest's verdict; for a store written before ``passed`` was recorded, from its counts."""
+    if "passed" in attrs:
+        return attrs["passed"]
+    counts, limit = attrs.get("counts") or {}, attrs.get("max_reject_fraction")
+    if limit is None or not counts.get("input_rows"):
+        return None
+    return counts.get("rejected", 0) / counts["input_rows"] <= limit
+
+
+def open_store(path: Path | str, *, accept_failed: bool = False) -> Store:
     """Open a complete store for reading.
 
-    Raises :class:`BadInputError` (one line) when ``path`` is not a store or the ingest that
-    writes it has not finished.
+    Raises :class:`BadInputError` (one line) when ``path`` is not a store, when the ingest that
+    writes it has not finished, or when that ingest rejected more rows than its limit allows
+    (``accept_failed=True`` opens such a store anyway, to look at what it holds).
     """
     path = Path(path)
     if not (path / "zarr.json").is_file():
@@ -222,4 +283,12 @@ def open_store(path: Path | str) -> Store:
         raise BadInputError(f"store {path} is a Zarr group but not a galaxy-codae store")
     if attrs.get("complete") is not True:
         raise BadInputError(f"store {path} is incomplete (its ingest did not finish; rerun galaxy-codae ingest)")
+    if _passed(attrs) is not True and not accept_failed:
+        why = attrs.get("failure") or "it records no check of its rejects"
+        rejects = attrs.get("rejects_table") or "its rejects table"
+        msg = (
+            f"store {path} did not pass its ingest ({why}; see {rejects}); fix the inputs, or rerun "
+            "galaxy-codae ingest --overwrite with a higher --max-reject-fraction"
+        )
+        raise BadInputError(msg)
     return Store(path)

@@ -24,8 +24,6 @@ ids ``"0".."N-1"``, ra/dec NaN), so ``galaxy-codae train --store`` runs on it to
 
 from __future__ import annotations
 
-import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -144,8 +142,9 @@ def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite
     """
     import zarr
 
+    from catalogs import atomic
     from pipeline import __version__
-    from pipeline.data.store import STORE_FORMAT, ZSTD_LEVEL, images_codec
+    from pipeline.data.store import STORE_ENTRIES, STORE_FORMAT, STORE_KIND, ZSTD_LEVEL, images_codec
 
     out = Path(out)
     a = np.asarray(images)
@@ -153,12 +152,15 @@ def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite
         raise BadInputError(f"write_store: images must be (N, C, S, S), got {a.shape}")
     if out.exists() and not overwrite:
         raise BadInputError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    inputs = (source,) if source else ()
+    atomic.check_may_replace(out, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
     work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
+    if work.exists() or work.is_symlink():
+        atomic.remove_owned(work, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
     n, c, s, _ = a.shape
     group = zarr.open_group(str(work), mode="w", zarr_format=3)
-    group.attrs.update({"galaxy_codae_store": STORE_FORMAT, "complete": False})
+    group.attrs.update({"galaxy_codae_store": STORE_FORMAT, "complete": False,
+                        atomic.OWNER_KEY: atomic.owner_record(STORE_KIND, STORE_ENTRIES)})
     shard = min(shard_size, max(n, 1))
     chunk = min(chunk_size, shard)
     shard = (shard // chunk) * chunk
@@ -186,10 +188,8 @@ def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite
                           "value_range": [0.0, 1.0]},
         "layout": {"shard_size": shard, "chunk_size": chunk, "compressor": f"zstd level {ZSTD_LEVEL}", "order": "stack order"},
         "counts": {"input_rows": n, "stored": n, "rejected": 0, "rejected_by_reason": {}},
-        "rejects_table": "",
+        "rejects_table": "", "passed": True, "failure": None,
     })
     group.attrs["complete"] = True  # written last
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
+    atomic.replace_dir(work, out, may_replace=lambda p: atomic.overwrite_refusal(p, kinds=(STORE_KIND,)))
     return out
