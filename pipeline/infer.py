@@ -207,7 +207,12 @@ def plan_inference(store: str | os.PathLike, checkpoint: str | os.PathLike, work
     if mc.image_size != info.size or mc.channels != info.channels:
         raise BadInputError(f"{checkpoint}: model expects {mc.channels}x{mc.image_size}x{mc.image_size} images, "
                             f"store {store} holds {info.channels}x{info.size}x{info.size}")
+    # the weights must fit the model before anything is written (cached: this process's shards reuse it)
+    load_inference_model(ckpt, device=device)
     work = Path(work_dir).resolve()
+    sha = file_sha256(ckpt)
+    if error_calibration is None:
+        error_calibration = calibration_for(ckpt, sha)
     plan = InferencePlan(
         format=PLAN_FORMAT, work_dir=str(work), store=str(Path(store).resolve()),
         store_created=str(info.attrs.get("created", "")), store_catalog_sha256=info.catalog_sha256,

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from pipeline import __version__
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import check_resume, load_checkpoint
 from pipeline.config import RunConfig, save_config
 from pipeline.data.on_device import DeviceImages, use_data_on_device
 from pipeline.device import pick_device, set_cpu_threads
@@ -144,10 +144,6 @@ def set_up_run(config: RunConfig, source: str | Path | Dataset, out: str | Path,
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
-        old = state["config"]
-        if old.model != config.model or old.loss != config.loss:
-            raise ConfigError(f"{ckpt_path}: model or loss config differs from the checkpoint's; "
-                              "resume with the saved config.yaml")
     elif ckpt_path.exists():
         raise BadInputError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     tc = config.train
@@ -160,6 +156,11 @@ def set_up_run(config: RunConfig, source: str | Path | Dataset, out: str | Path,
     torch.manual_seed(tc.seed)
 
     dataset, data_desc = open_training_data(source)
+    if state is not None:
+        try:
+            check_resume(state, config, world_size=world, data=data_desc)
+        except ConfigError as e:
+            raise ConfigError(f"{ckpt_path}: cannot resume: {e}") from None
     _check_data(dataset, config)
     steps_per_epoch = (len(dataset) // world) // tc.batch_size
     planned = steps_per_epoch * tc.max_epochs
