@@ -22,8 +22,9 @@ DECaLS-like stretch) plus what the regime adds, in the same frame, PSF and pixel
     light added on one side of the major axis, half the scenes each kind: ``knot``, a compact
     star-forming clump (Gaussian, half-light radius 0.08-0.2 disk radii, 8-25 % of the target's
     r-band flux, blue: g - r in [0.1, 0.4]) at 0.6-1.5 major-axis disk half-light radii from the
-    centre; or ``m1``, a one-sided (m = 1) disk asymmetry: a copy of the disk holding 15-35 % of
-    the disk flux shifted by 0.3-0.7 major-axis disk half-light radii along the axis.
+    centre; or ``m1``, a one-sided (m = 1) disk asymmetry: a copy of the disk (its shape and
+    colours) holding 10-25 % of the target's r-band flux, shifted by 0.3-0.7 major-axis disk
+    half-light radii along the axis.
 
 Truth (one row per scene, :meth:`Scene.record`)
 -----------------------------------------------
@@ -241,7 +242,7 @@ def _scene(rng: np.random.Generator, regime: str, t: GalaxyTruth, spare: GalaxyT
                             hlr_pix=rng.uniform(0.08, 0.2) * t.disk_hlr_pix),)
         else:
             d = rng.uniform(0.3, 0.7) * major
-            frac = rng.uniform(0.15, 0.35)
+            frac = rng.uniform(0.1, 0.25) * t.flux_r / disk[1]  # of the target's r flux, disk colours
             flux = (float(frac * disk[0]), float(frac * disk[1]), float(frac * disk[2]))
             extras = (Extra("m1", t.x_pix + d * ux, t.y_pix + d * uy, flux, hlr_pix=t.disk_hlr_pix),)
     return Scene(regime=regime, target=t, extras=extras, sky_sigma=sigma, theta_dir_deg=theta_dir)
