@@ -328,14 +328,26 @@ def score(cat: pd.DataFrame, truth: pd.DataFrame, meas: pd.DataFrame) -> pd.Data
         e[f"dx_{who}"] = src[x].to_numpy() - tx
         e[f"dy_{who}"] = src[y].to_numpy() - ty
         e[f"cen_{who}"] = np.hypot(e[f"dx_{who}"], e[f"dy_{who}"])
-    for col in ("pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg"):
+    for col in ("pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg", "flags"):
         if col in c.columns:
             e[col] = c[col].to_numpy()
     return e
 
 
-def summarise(e: pd.DataFrame) -> pd.DataFrame:
-    """The table: one column per regime, one row per figure."""
+def direction_flag_bit() -> int | None:
+    """The catalogue flag bit that says "no direction found" (a bit whose description names a direction)."""
+    from catalogs.schema import FLAG_BITS
+
+    bits = [bit for bit, text in FLAG_BITS.items() if "direction" in text.lower()]
+    return bits[0] if len(bits) == 1 else None
+
+
+def summarise(e: pd.DataFrame, *, direction_bit: int | None = None) -> pd.DataFrame:
+    """The table: one column per regime, one row per figure.
+
+    ``direction_bit``: the flag bit for "no direction"; when given (and the catalogue has
+    ``flags``), the fraction flagged and the direction score of the unflagged are added.
+    """
     cols = {}
     for regime in [r for r in REGIMES if r in set(e["regime"])]:
         g = e[e["regime"] == regime]
@@ -355,6 +367,11 @@ def summarise(e: pd.DataFrame) -> pd.DataFrame:
         r["dir med err moments+peak (deg)"] = med(d["dir_moment_peak"])
         r["dir right moments+peak"] = right(d["dir_moment_peak"])
         r["dir right segmentation+peak"] = right(d["dir_seg_peak"])
+        if direction_bit is not None and "flags" in g:
+            claimed = (g["flags"].to_numpy().astype(np.int64) & direction_bit) == 0
+            r["flagged: no direction"] = float(1.0 - claimed.mean())
+            r["dir right model, direction claimed"] = right(d.loc[claimed[g["dir_model"].notna().to_numpy()],
+                                                               "dir_model"])
         r["cen med err model (px)"] = med(g["cen_model"])
         r["cen med err moments (px)"] = med(g["cen_moment"])
         r["cen med err segmentation (px)"] = med(g["cen_seg"])
@@ -459,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] check: catalogue moment PA vs recomputed, median |difference| {bias:.4f} deg", flush=True)
     e = pd.concat(errors)
     e.to_csv(work / "regimes-objects.csv")
-    table = summarise(e)
+    table = summarise(e, direction_bit=direction_flag_bit())
     table.to_csv(work / "regimes-table.csv")
     print(f"\ntraining: {args.train if not ckpts else 'checkpoint(s) given'}; "
           f"budget {args.minutes} min / {args.steps} steps; {args.n} galaxies per regime; store {args.size} px; "

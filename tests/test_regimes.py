@@ -165,3 +165,40 @@ def test_segmentation_moments_keep_the_central_source():
         plain = _centroid(np.clip(imgs[i] - 0.1, 0, None))
         assert math.hypot(plain[0] - 31.0, plain[1] - 33.0) > 3.0  # plain moments are pulled away
         assert math.hypot(seg["x_pix"][i] - 31.0, seg["y_pix"][i] - 33.0) < 1.2, (i, seg["x_pix"][i], seg["y_pix"][i])
+
+
+def test_benchmark_scores_angles_and_centroids_by_id():
+    from benchmarks.regimes import score, summarise
+
+    ids = ["a", "b", "c", "d"]
+    truth = pd.DataFrame({"iauname": ids, "regime": ["lopsided", "lopsided", "star", "star"],
+                          "x_pix": [200.0, 210.0, 205.0, 215.0], "y_pix": [211.0, 212.0, 213.0, 214.0],
+                          "pa_deg": [10.0, 170.0, 90.0, 45.0], "axis_ratio": [0.4, 0.5, 0.3, 0.9],
+                          "theta_dir_deg": [100.0, 260.0, np.nan, np.nan]})
+    # catalogue rows in another order than the truth: joined by id, never by position
+    cat = pd.DataFrame({"id": ["d", "c", "b", "a"], "pa_deg": [45.0, 93.0, 5.0, 12.0],
+                        "theta_deg": [135.0, 183.0, 275.0, 282.0], "moment_pa_deg": [50.0, 100.0, 160.0, 30.0],
+                        "x_pix": [215.0, 206.0, 210.0, 203.0], "y_pix": [214.0, 213.0, 216.0, 211.0]}).set_index("id")
+    meas = pd.DataFrame({"mom_x": [200.0, 210.0, 205.0, 225.0], "mom_y": [221.0, 212.0, 213.0, 214.0],
+                         "mom_theta": [120.0, 70.0, 10.0, 140.0], "mom_dir": [120.0, 250.0, 10.0, 140.0],
+                         "seg_x": [200.0] * 4, "seg_y": [211.0] * 4, "seg_theta": [100.0] * 4, "seg_dir": [100.0] * 4},
+                        index=pd.Index(ids, name="id"))
+    e = score(cat, truth, meas)
+    assert e.loc["b", "pa_model"] == pytest.approx(15.0)  # 5 against 170: 15 degrees mod 180
+    assert e.loc["b", "dir_model"] == pytest.approx(15.0) and e.loc["a", "dir_model"] == pytest.approx(178.0)
+    assert e.loc["a", "dir_moment"] == pytest.approx(20.0) and e.loc["b", "dir_moment"] == pytest.approx(170.0)
+    assert e.loc["c", "cen_model"] == pytest.approx(1.0) and e.loc["d", "cen_moment"] == pytest.approx(10.0)
+    t = summarise(e)
+    assert t.loc["n elongated (q<=0.6)", "star"] == 1  # d is round
+    assert t.loc["PA med err model (deg)", "star"] == pytest.approx(3.0)
+    assert t.loc["PA med err moments (deg)", "star"] == pytest.approx(10.0)
+    assert t.loc["dir right model", "lopsided"] == pytest.approx(0.5)
+    assert t.loc["cen med err model (px)", "star"] == pytest.approx(0.5)  # c: 1 px, d: 0 px
+    assert t.loc["cen med err moments (px)", "star"] == pytest.approx(5.0)
+    assert t.loc["model beats moments by 30% (PA and centroid)", "star"] == "yes"
+    assert t.loc["PA model / moments", "lopsided"] == pytest.approx(8.5 / 15.0)
+    assert t.loc["cen model / moments (median)", "lopsided"] == pytest.approx(3.5 / 5.0)
+    worse = e.copy()
+    worse.loc[["c", "d"], "cen_model"] = 4.0  # PA still better, centroid only 20 % better
+    assert summarise(worse).loc["model beats moments by 30% (PA and centroid)", "star"] == "no"
+    assert np.isnan(t.loc["dir right model", "star"])
