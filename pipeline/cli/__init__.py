@@ -28,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("query", "select rows of a catalogue with a row filter"),
     "stack": ("stack", "recentre, derotate and stack selected cutouts"),
     "run": ("run", "the whole flow in one process (Prefect without a server)"),
+    "similar": ("similar", "the galaxies nearest to one galaxy in the pose-free latents"),
+    "show": ("show", "one galaxy: cutout with pose, reconstructions, residual, catalogue values"),
+    "report": ("report", "one self-contained HTML page for a run, readable offline"),
     "evaluate": ("evaluate", "disentanglement metrics of CODAE and baselines"),
 }
 

@@ -1,0 +1,433 @@
+"""Nearest neighbours in the pose-free latents: exact k-nearest-neighbour search over a catalogue.
+
+Metrics
+-------
+Both are Euclidean distances in an embedding of the latents ``z_0 ... z_{d-1}``:
+
+- ``standardised`` (default): each latent column minus its median, divided by 1.4826 x its
+  median absolute deviation (MAD), so every latent counts alike and a few outlying galaxies do
+  not set the scale.  A column with zero MAD falls back to its standard deviation, then to 1.
+  The centre and scale come from the whole catalogue, so a row filter narrows the candidates
+  without changing the distances.
+- ``euler``: the Euler encoding ``(cos z_i, sin z_i)`` that the decoder reads (the latents are
+  angles to it: ``z_i`` and ``z_i + 2 pi`` decode to the same image), with no rescaling, so a
+  latent the model leaves almost constant adds almost nothing to the distance.
+
+Search
+------
+Exact: every distance is computed, nothing is approximated.  Backends:
+
+- ``faiss``: ``faiss.IndexFlatL2`` (exhaustive, blocked BLAS products with a heap per query;
+  multi-threaded).  The default when ``faiss-cpu`` is installed.
+- ``numpy``: blocked matrix products ``|q|^2 - 2 q.x + |x|^2`` in float32 with
+  ``argpartition``; needs nothing beyond numpy.
+
+Both return the same neighbours (ties aside); the k distances are recomputed in float64 from the
+embedded coordinates, so they do not carry the float32 cancellation of the product form.
+Measured speeds and the reasons for the default are printed by ``benchmarks/similar.py``.
+
+Beyond a few million rows an exhaustive search stops being interactive; there, FAISS's
+``IndexHNSWFlat`` or ``IndexIVFFlat`` (approximate, tunable recall) are the next step.
+
+Needs numpy and astropy (and faiss-cpu when present, imported only when used); never torch or prefect.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from catalogs.errors import BadInputError
+from catalogs.schema import LATENT_PREFIX
+
+__all__ = [
+    "METRICS",
+    "BACKENDS",
+    "MAD_TO_SIGMA",
+    "Embedding",
+    "NeighbourIndex",
+    "SHOWN_COLUMNS",
+    "latent_columns",
+    "embed",
+    "default_backend",
+    "find_similar",
+    "all_similar",
+    "write_neighbours",
+]
+
+#: distance definitions (see the module docstring).
+METRICS: tuple[str, ...] = ("standardised", "euler")
+#: search backends; ``auto`` is faiss when importable, else numpy.
+BACKENDS: tuple[str, ...] = ("auto", "faiss", "numpy")
+#: 1.4826 x MAD estimates the standard deviation of a normal distribution.
+MAD_TO_SIGMA: float = 1.482602218505602
+
+_LATENT_RE = re.compile(re.escape(LATENT_PREFIX) + r"(0|[1-9][0-9]*)")
+#: catalogue columns carried into a search's result table, when the catalogue has them.
+SHOWN_COLUMNS: tuple[str, ...] = ("ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_axis_ratio",
+                                  "recon_mse", "flags")
+#: query rows per block of the numpy backend: (block x N) float32 distances at a time.
+_NUMPY_BLOCK = 1024
+
+
+def latent_columns(names: Sequence[str], *, where: str = "the catalogue") -> list[str]:
+    """The latent columns ``z_0 ... z_{d-1}`` among ``names``, in index order.
+
+    Raises :class:`BadInputError` when there are none or when their indices have a gap.
+    """
+    found = sorted((int(m.group(1)), n) for n in names if (m := _LATENT_RE.fullmatch(n)))
+    if not found:
+        raise BadInputError(f"{where} has no latent columns {LATENT_PREFIX}0, {LATENT_PREFIX}1, ... "
+                            "(is it a catalogue written by `galaxy-codae infer`?)")
+    ks = [k for k, _ in found]
+    if ks != list(range(len(ks))):
+        missing = sorted(set(range(max(ks) + 1)) - set(ks))[0]
+        raise BadInputError(f"{where} has latent columns up to {LATENT_PREFIX}{max(ks)} "
+                            f"but no {LATENT_PREFIX}{missing}")
+    return [n for _, n in found]
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """How latents become search coordinates: ``metric`` and, for ``standardised``, per-column
+    ``centre`` (median) and ``scale`` (1.4826 x MAD), each (d,) float64; None for ``euler``."""
+
+    metric: str
+    centre: NDArray[np.float64] | None = None
+    scale: NDArray[np.float64] | None = None
+
+    def __call__(self, z: NDArray) -> NDArray[np.float32]:
+        """(N, d) latents -> (N, d) or (N, 2 d) float32 coordinates."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim == 1:
+            z = z[None, :]
+        if self.metric == "euler":
+            return np.ascontiguousarray(np.concatenate([np.cos(z), np.sin(z)], axis=1), dtype=np.float32)
+        return np.ascontiguousarray((z - self.centre) / self.scale, dtype=np.float32)
+
+
+def embed(z: NDArray, metric: str = "standardised", *, reference: NDArray | None = None
+          ) -> tuple[NDArray[np.float32], Embedding]:
+    """Search coordinates of latents ``z`` (N, d) and the :class:`Embedding` that made them.
+
+    ``standardised`` takes its median and MAD from the finite rows of ``reference`` (default
+    ``z`` itself; the searches below pass the whole catalogue, so a distance does not depend on
+    the selection).  Non-finite latents in ``z`` are a :class:`BadInputError`.
+    """
+    if metric not in METRICS:
+        raise BadInputError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] == 0:
+        raise BadInputError(f"latents must be (rows, d), got shape {z.shape}")
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        raise BadInputError(f"{int(bad.sum())} row(s) have non-finite latents (first row {int(np.flatnonzero(bad)[0])})")
+    if metric == "euler":
+        emb = Embedding("euler")
+        return emb(z), emb
+    ref = z if reference is None else np.asarray(reference, dtype=np.float64)
+    ref = ref[np.isfinite(ref).all(axis=1)]
+    if len(ref) == 0:
+        raise BadInputError("no row with finite latents to take the median and MAD from")
+    centre = np.median(ref, axis=0)
+    scale = MAD_TO_SIGMA * np.median(np.abs(ref - centre), axis=0)
+    std = ref.std(axis=0)
+    scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+    emb = Embedding("standardised", centre, scale)
+    return emb(z), emb
+
+
+def default_backend() -> str:
+    """``faiss`` when faiss-cpu imports, else ``numpy``."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "faiss"
+
+
+class NeighbourIndex:
+    """Exact k-nearest-neighbour search over points (N, D) float32 (see the module docstring).
+
+    ``backend``: ``auto`` (faiss if installed, else numpy), ``faiss`` or ``numpy``.
+    Building costs one copy of the points (and faiss's own copy with that backend).
+    """
+
+    def __init__(self, points: NDArray, *, backend: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise BadInputError(f"unknown search backend {backend!r} (one of {', '.join(BACKENDS)})")
+        self.points = np.ascontiguousarray(points, dtype=np.float32)
+        if self.points.ndim != 2:
+            raise BadInputError(f"points must be (rows, dims), got shape {self.points.shape}")
+        self.backend = default_backend() if backend == "auto" else backend
+        self._faiss = None
+        self._sq = None
+        if self.backend == "faiss":
+            import faiss
+
+            self._faiss = faiss.IndexFlatL2(self.points.shape[1])
+            self._faiss.add(self.points)
+        else:
+            self._sq = np.einsum("ij,ij->i", self.points, self.points)  # (N,) |x|^2
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def _raw(self, queries: NDArray[np.float32], k: int) -> NDArray[np.int64]:
+        """Indices of the k nearest points of each query (Q, k), nearest first (float32 ranking)."""
+        if self._faiss is not None:
+            _, idx = self._faiss.search(queries, k)
+            return idx.astype(np.int64, copy=False)
+        out = np.empty((len(queries), k), dtype=np.int64)
+        for a in range(0, len(queries), _NUMPY_BLOCK):
+            q = queries[a:a + _NUMPY_BLOCK]
+            d2 = self._sq[None, :] - 2.0 * (q @ self.points.T)  # (B, N); |q|^2 is the same along a row
+            part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(
+                np.arange(d2.shape[1]), (len(q), 1))
+            order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
+            out[a:a + len(q)] = np.take_along_axis(part, order, axis=1)
+        return out
+
+    def _exact(self, queries: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[NDArray, NDArray]:
+        """Distances recomputed in float64 for (Q, k) indices, re-sorted nearest first."""
+        diff = self.points[idx].astype(np.float64) - queries[:, None, :].astype(np.float64)  # (Q, k, D)
+        dist = np.sqrt(np.einsum("qkd,qkd->qk", diff, diff))
+        order = np.argsort(dist, axis=1, kind="stable")
+        return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+    def search(self, queries: NDArray, k: int, *, exclude: NDArray | None = None) -> tuple[NDArray, NDArray]:
+        """The ``k`` nearest points of each query: distances (Q, k) float64 and indices (Q, k) int64.
+
+        ``exclude``: (Q,) an index per query to leave out (the query's own row; -1 for none).
+        Raises :class:`BadInputError` when fewer than ``k`` points remain.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.shape[1] != self.points.shape[1]:
+            raise BadInputError(f"queries have {q.shape[1]} coordinates, the index {self.points.shape[1]}")
+        available = len(self) - (0 if exclude is None else 1)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise BadInputError(f"k must be a positive integer, got {k!r}")
+        if k > available:
+            raise BadInputError(f"k = {k} is larger than the {available} galaxies that can be neighbours")
+        if exclude is None:
+            return self._exact(q, self._raw(q, k))
+        exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
+        raw = self._raw(q, k + 1)
+        keep = raw != exclude[:, None]
+        # drop the excluded index where it was found, else the farthest of the k + 1
+        drop_last = keep.all(axis=1)
+        keep[drop_last, -1] = False
+        idx = raw[keep].reshape(len(q), k)
+        return self._exact(q, idx)
+
+    def all_neighbours(self, k: int, *, block: int = 16384,
+                       progress: Callable[[int, int, float], None] | None = None) -> tuple[NDArray, NDArray]:
+        """Every point's ``k`` nearest other points: distances (N, k) and indices (N, k).
+
+        Queries go in blocks of ``block`` rows; ``progress(done, total, seconds)`` after each.
+        """
+        n = len(self)
+        dist = np.empty((n, k), dtype=np.float64)
+        idx = np.empty((n, k), dtype=np.int64)
+        t0 = time.monotonic()
+        for a in range(0, n, block):
+            rows = np.arange(a, min(a + block, n))
+            dist[rows], idx[rows] = self.search(self.points[rows], k, exclude=rows)
+            if progress is not None:
+                progress(int(rows[-1]) + 1, n, time.monotonic() - t0)
+        return dist, idx
+
+
+# ---------------------------------------------------------------- searches on catalogue files
+
+
+def _ids(values) -> NDArray[np.str_]:
+    return np.asarray(np.asarray(values).tolist(), dtype=np.str_)
+
+
+def _latents(columns, zcols: list[str]) -> NDArray[np.float64]:
+    """(N, d) float64 latents from a table or a dict of columns."""
+    return np.stack([np.asarray(columns[c], dtype=np.float64) for c in zcols], axis=1)
+
+
+def _find_query(cat, catalog, id: str | None, position: tuple[float, float, float] | None) -> tuple[int, str]:
+    """Row and id of the query galaxy in the whole catalogue: by id, or the nearest to a position."""
+    if (id is None) == (position is None):
+        raise BadInputError("give the query galaxy by id or by position (ra, dec), not both or neither")
+    if id is not None:
+        ids = _ids(cat.read_arrays(["id"])["id"])
+        rows = np.flatnonzero(ids == str(id))
+        if len(rows) == 0:
+            raise BadInputError(f"id {id!r} is not in {catalog}")
+        return int(rows[0]), str(id)
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    ra, dec, radius_deg = position
+    cols = cat.read_arrays(["id", "ra", "dec"])
+    good = np.flatnonzero(np.isfinite(cols["ra"]) & np.isfinite(cols["dec"]))
+    if len(good) == 0:
+        raise BadInputError(f"{catalog} has no row with a finite ra and dec")
+    sep = SkyCoord(cols["ra"][good] * u.deg, cols["dec"][good] * u.deg).separation(
+        SkyCoord(ra * u.deg, dec * u.deg)).arcsec
+    best = int(np.argmin(sep))
+    row, found = int(good[best]), str(_ids(cols["id"][good[best]:good[best] + 1])[0])
+    if sep[best] > radius_deg * 3600.0:
+        raise BadInputError(f"no galaxy of {catalog} within {radius_deg * 3600:.3g} arcsec of ra {ra:.6f}, "
+                            f"dec {dec:+.6f}; the nearest, {found}, is {sep[best]:.3g} arcsec away")
+    return row, found
+
+
+def _meta(catalog, where: str | None, metric: str, backend: str, latent_dim: int, searched: int) -> dict:
+    """A search's provenance, as FITS keywords."""
+    from pathlib import Path
+
+    return {"CATALOG": Path(catalog).name, "SELECT": where or "", "METRIC": metric, "BACKEND": backend,
+            "LATDIM": int(latent_dim), "NSEARCH": int(searched)}
+
+
+def _result_columns(names: Sequence[str]) -> list[str]:
+    return ["id"] + [c for c in SHOWN_COLUMNS if c in names]
+
+
+def find_similar(catalog, *, id: str | None = None, position: tuple[float, float, float] | None = None, k: int = 12,
+                 where: str | None = None, metric: str = "standardised", backend: str = "auto"):
+    """The ``k`` galaxies of ``catalog`` nearest to one galaxy in the pose-free latents.
+
+    The query is ``id``, or the galaxy nearest to ``position = (ra_deg, dec_deg, radius_deg)``
+    (none within the radius is an error).  Neighbours come from the rows matching ``where``
+    (a row filter of :mod:`catalogs.rowfilter`; all rows when blank), never the query itself.
+    Returns an astropy Table: the query first (``rank`` 0, ``distance`` 0), then the
+    neighbours nearest first (``rank`` 1 ... k), with ``id``, ``distance`` and the catalogue's
+    :data:`SHOWN_COLUMNS`.  ``meta`` records the catalogue, selection, metric, backend, latent size and rows searched
+    (FITS keywords ``CATALOG SELECT METRIC BACKEND LATDIM NSEARCH``).
+    Raises :class:`BadInputError` (one line) for an unknown id, a catalogue without latents,
+    an empty selection or ``k`` larger than the selection.
+    """
+    from catalogs.fits_io import open_catalog
+    from catalogs.select import query_catalog
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise BadInputError(f"--k must be a positive integer, got {k!r}")
+    with open_catalog(catalog) as cat:
+        zcols = latent_columns(cat.names, where=str(catalog))
+        row, query_id = _find_query(cat, catalog, id, position)
+        shown = _result_columns(cat.names)
+        query = cat.read(shown + zcols, np.array([row]))
+        reference = _latents(cat.read_arrays(zcols), zcols)
+    table = query_catalog(catalog, where, shown + zcols)
+    ids = _ids(table["id"])
+    self_rows = np.flatnonzero(ids == query_id)
+    n_candidates = len(table) - len(self_rows)
+    what = f"match {where!r}" if where and where.strip() else "are in the catalogue"
+    if n_candidates == 0:
+        raise BadInputError(f"no galaxies other than {query_id} {what}; nothing to search")
+    if k > n_candidates:
+        raise BadInputError(f"--k {k} is larger than the {n_candidates} galaxies that {what} "
+                            f"(besides {query_id}); ask for at most {n_candidates}")
+    points, embedding = embed(_latents(table, zcols), metric, reference=reference)
+    index = NeighbourIndex(points, backend=backend)
+    zq = _latents(query, zcols)
+    if not np.isfinite(zq).all():
+        raise BadInputError(f"{query_id} has non-finite latents in {catalog}")
+    exclude = np.array([self_rows[0] if len(self_rows) else -1])
+    dist, idx = index.search(embedding(zq), int(k), exclude=exclude)
+    result = table[shown][idx[0]]
+    result = _stack_query(query[shown], result, dist[0])
+    result.meta = _meta(catalog, where, metric, index.backend, len(zcols), n_candidates)
+    return result
+
+
+def _stack_query(query, neighbours, dist):
+    """One table: the query (rank 0, distance 0) then the neighbours, with rank and distance after id."""
+    from astropy.table import Column, vstack
+
+    out = vstack([query, neighbours], metadata_conflicts="silent")
+    n = len(out)
+    out.add_column(Column(np.arange(n, dtype=np.int32), name="rank",
+                          description="0: the query galaxy; 1 ... k: its neighbours, nearest first"), index=0)
+    out.add_column(Column(np.concatenate([[0.0], dist]).astype(np.float32), name="distance",
+                          description="distance to the query in the latent metric"), index=2)
+    return out
+
+
+def all_similar(catalog, *, k: int = 10, where: str | None = None, metric: str = "standardised",
+                backend: str = "auto", progress: Callable[[int, int, float], None] | None = None):
+    """Every selected galaxy's ``k`` nearest other selected galaxies, as a long table.
+
+    One row per (galaxy, neighbour): ``id``, ``rank`` (1 nearest ... k), ``nn_id``, ``nn_dist``;
+    ``meta`` as :func:`find_similar`.  ``progress(done, total, seconds)`` after each block.
+    """
+    from astropy.table import Column, Table
+
+    from catalogs.fits_io import open_catalog
+    from catalogs.select import query_catalog
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise BadInputError(f"--k must be a positive integer, got {k!r}")
+    with open_catalog(catalog) as cat:
+        zcols = latent_columns(cat.names, where=str(catalog))
+        reference = _latents(cat.read_arrays(zcols), zcols)
+    table = query_catalog(catalog, where, ["id"] + zcols)
+    what = f"match {where!r}" if where and where.strip() else "are in the catalogue"
+    if k > len(table) - 1:
+        raise BadInputError(f"--k {k} is larger than the {max(len(table) - 1, 0)} other galaxies "
+                            f"each galaxy can have as neighbours ({len(table)} {what})")
+    points, _ = embed(_latents(table, zcols), metric, reference=reference)
+    index = NeighbourIndex(points, backend=backend)
+    dist, idx = index.all_neighbours(int(k), progress=progress)
+    ids = _ids(table["id"])
+    n = len(ids)
+    out = Table(meta=_meta(catalog, where, metric, index.backend, len(zcols), n))
+    out.add_column(Column(np.repeat(ids, k), name="id", description="object id of the query galaxy"))
+    out.add_column(Column(np.tile(np.arange(1, k + 1, dtype=np.int16), n), name="rank",
+                          description="rank of the neighbour, 1 = nearest"))
+    out.add_column(Column(ids[idx.ravel()], name="nn_id", description="object id of the neighbour"))
+    out.add_column(Column(dist.ravel().astype(np.float32), name="nn_dist",
+                          description=f"distance in the {metric} latents"))
+    return out
+
+
+def write_neighbours(table, out, *, format: str | None = None, overwrite: bool = False, inputs: Sequence = ()):
+    """Write a search's table (:func:`find_similar` or :func:`all_similar`) to ``out``, atomically.
+
+    The format comes from ``format`` or the extension (:mod:`catalogs.formats`: FITS, Parquet,
+    CSV, ECSV, VOTable).  The tables hold columns outside the catalogue schema, so FITS and
+    Parquet are written by astropy directly, signed as this project's (``--overwrite`` may
+    replace them later).  Returns the path.
+    """
+    from pathlib import Path
+
+    from catalogs import __version__
+    from catalogs.atomic import SIGNATURE, atomic_path, overwrite_refusal
+    from catalogs.formats import output_format, write_table
+
+    out = Path(out)
+    fmt = output_format(out, format)
+    if out.is_dir():
+        raise BadInputError(f"{out} is a directory, not a file")
+    if not out.parent.is_dir():
+        raise BadInputError(f"directory {out.parent} does not exist")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise BadInputError(f"{out} exists; pass --overwrite to replace it")
+        why = overwrite_refusal(out, inputs=inputs)
+        if why is not None and fmt in ("fits", "parquet"):
+            raise BadInputError(f"--overwrite will not replace {out}: {why}")
+    meta = dict(table.meta)
+    if fmt not in ("fits", "parquet"):
+        return write_table(table, out, format=fmt, header=meta, overwrite=overwrite, inputs=inputs)
+    copy = table.copy(copy_data=False)
+    copy.meta = {"CREATOR": f"{SIGNATURE} {__version__}", **meta}
+    if fmt == "parquet":
+        copy.meta["galaxy_codae.header"] = dict(meta)  # the mark catalogs.atomic reads as this project's
+    with atomic_path(out, suffix=".part") as tmp:
+        copy.write(tmp, format=fmt)
+    return out
