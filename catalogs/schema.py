@@ -142,7 +142,7 @@ _HEAD: tuple[ColumnSpec, ...] = (
     _col("theta_deg", "f4", "deg", "pos.posAng;instr.pixel",
          "orientation in [0,360), CCW from +x as the cutout is displayed", "F8.3"),
     _col("pa_deg", "f4", "deg", "pos.posAng;meta.main",
-         "position angle in [0,180), E of N; NaN where unknown", "F8.3"),
+         "position angle [0,180), E of N; NaN where unknown (flags bit 1)", "F8.3"),
     _col("moment_pa_deg", "f4", "deg", "pos.posAng",
          "position angle from image moments in [0,180), E of N", "F8.3"),
     _col("moment_axis_ratio", "f4", None, "phys.size.axisRatio",

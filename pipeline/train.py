@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from pipeline.config import RunConfig
 from pipeline.loss import codae_loss, moment_targets
 from pipeline.model import model_state_dict
 from pipeline.schedules import beta_schedule, learning_rate
+from pipeline.progress import Progress
 from pipeline.train_setup import EpochSampler, distributed_from_environment, open_training_data, set_up_run
 
 __all__ = ["TrainResult", "train", "open_training_data", "distributed_from_environment"]
@@ -71,6 +71,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     checkpoint, as a kill would (tests use it to check that resuming is exact).
     """
     run = set_up_run(config, source, out, resume=resume, progress=progress)
+    # the bar starts before the set-up (model build, data), so a log shows within seconds that training began
+    bar = Progress("train", None, unit="steps", sink=progress and os.environ.get("RANK", "0") == "0")  # rank 0 only
     tc, out = config.train, run.out
     model, net, optim, device, rank, world = run.model, run.net, run.optim, run.device, run.rank, run.world
     planned, steps_per_epoch = run.planned, run.steps_per_epoch
@@ -79,6 +81,7 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     moments_on = getattr(model, "uses_moment_loss", True)
     compiled = compile_parts(model) if tc.compile else []
 
+    bar.set_total(planned, done=step)
     def checkpoint() -> None:
         if rank != 0:
             return
@@ -139,6 +142,7 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
             batch_in_epoch += 1
             seen += images.shape[0] * world
             if step % tc.log_every == 0 or step == planned:
+            bar.update(1)
                 means = (log_sum / log_count).tolist()  # the one wait for the device in a logging step
                 log_sum, log_count = None, 0
                 now = time.monotonic()
@@ -146,12 +150,10 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
                 last_t, last_step = now, step
                 rows.append(_row(step, epoch + batch_in_epoch / max(steps_per_epoch, 1), now - t0, rate, beta,
                                  means, optim.param_groups[0]["lr"]))
-                if progress and rank == 0:
-                    m = dict(zip(TERMS, means))
-                    print(f"train: step {step}/{planned} epoch {epoch + 1}/{tc.max_epochs} | {rate:.1f} img/s | "
-                          f"loss {m['loss']:.5f} recon {m['reconstruction']:.5f} centroid {m['centroid']:.2e} "
-                          f"orient {m['orientation']:.2e} aligned {m['aligned']:.2e} beta {beta:.3f}",
-                          file=sys.stderr, flush=True)
+                m = dict(zip(TERMS, means))
+                bar.update(0, epoch=f"{epoch + 1}/{tc.max_epochs}", img_s=round(rate, 1), loss=m["loss"],
+                           recon=m["reconstruction"], centroid=m["centroid"], orient=m["orientation"],
+                           aligned=m["aligned"], beta=round(beta, 3))
             out_of_time = tc.max_minutes is not None and (time.monotonic() - t0) > 60 * tc.max_minutes
             if step % tc.checkpoint_every == 0 or out_of_time or step == stop_after_steps:
                 checkpoint()
@@ -167,6 +169,7 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
             break
     elapsed = time.monotonic() - t0
     uncompile(model, compiled)  # figures and the returned model run eagerly (other batch sizes, eval mode)
+    bar.close()
     checkpoint()
     if rank == 0 and step != stop_after_steps:  # a time-budget stop is a finished run; a simulated kill is not
         from pipeline.figures import training_figures

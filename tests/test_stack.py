@@ -23,6 +23,7 @@ from pipeline.errors import BadInputError
 from pipeline.geometry import align_to_pose
 from pipeline.moments import image_moments, subtract_background
 from pipeline.stack import HIST_BINS, stack_catalog
+from pipeline.stack.combiners import STACK_METHODS, make_combiner
 
 SIZE = 48
 Q = 0.45  # axis ratio of every rendered galaxy
@@ -55,21 +56,22 @@ def known(tmp_path_factory):
     for i in range(N):
         name = f"G{i:04d}"
         Image.fromarray(ellipse(x0[i], y0[i], theta[i], Q, 5.0, rng)).save(root / "images" / f"{name}.png")
-        rows.append({"iauname": name, "ra": 10.0 + i * 1e-3, "dec": -5.0, "file_loc": f"{name}.png"})
+        rows.append({"iauname": name, "ra": 10.0 + i * 1e-3, "dec": -5.0, "file_loc": f"{name}.png",
+                     "pixscale": 0.2 + 0.001 * i})  # carried into the store: a per-galaxy pixel scale
     pd.DataFrame(rows).to_parquet(root / "cat.parquet")
     store = root / "st.zarr"
     ingest_survey(root / "cat.parquet", root / "images", store, size=SIZE, crop=SIZE, shard_size=16)
 
-    def catalogue(name: str, angles: np.ndarray, **extra) -> os.PathLike:
+    def catalogue(name: str, angles: np.ndarray, header: dict | None = None, **extra) -> os.PathLike:
         cols = {"id": np.array([r["iauname"] for r in rows]), "ra": np.full(N, 10.0), "dec": np.full(N, -5.0),
                 "x_pix": x0, "y_pix": y0, "theta_deg": angles, "pa_deg": (angles - 90) % 180,
                 "moment_pa_deg": np.zeros(N), "moment_axis_ratio": np.full(N, Q), "z_0": np.arange(N, dtype=float),
                 "recon_mse": np.zeros(N), "flags": np.zeros(N, dtype=np.int16)}
         cols.update(extra)
         return write_catalog(cols, root / name, latent_dim=1, header={"checkpoint_sha256": "0" * 64,
-                                                                      "config": {"note": "test"}})
+                                                                      "config": {"note": "test"}, **(header or {})})
 
-    return {"root": root, "store": store, "true": catalogue("true.fits", theta),
+    return {"root": root, "store": store, "true": catalogue("true.fits", theta), "catalogue": catalogue,
             "random": catalogue("random.fits", rng.uniform(0, 360, N)), "theta": theta, "x0": x0, "y0": y0}
 
 
@@ -156,3 +158,105 @@ def test_empty_selection_or_missing_ids_write_nothing(known, tmp_path, capsys):
     assert main(["stack", str(known["true"]), "--store", str(known["store"]), "--out", str(out), "--quiet"]) == 0
     assert main(["stack", str(known["true"]), "--store", str(known["store"]), "--out", str(out), "--quiet"]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- combiners, pixel scale, bands, previews
+
+
+def test_every_combiner_follows_the_protocol():
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0, 1, (b, 2, 5, 5)).astype(np.float32) for b in (3, 4, 6)]
+    stacked = np.concatenate(batches)
+    for method in STACK_METHODS:
+        comb = make_combiner(method, (2, 5, 5))
+        passes = 0
+        image = None
+        while image is None:  # as the stacking step drives it
+            passes += 1
+            for b in batches:
+                comb.add(b)
+            image = comb.finish()
+        assert passes == (2 if comb.needs_second_pass else 1) and comb.n == len(stacked)
+        assert image.shape == (2, 5, 5) and image.dtype == np.float32
+        reference = {"mean": stacked.mean(0), "median": np.median(stacked, 0), "clipped": stacked.mean(0)}[method]
+        assert np.max(np.abs(image - reference)) <= 1.0 / HIST_BINS + 1e-6  # nothing clipped from uniform values
+    assert make_combiner("clipped", (1, 2, 2)).needs_second_pass and not make_combiner("median", (1, 2, 2)).needs_second_pass
+
+
+def test_pixel_scale_bands_and_value_scale_in_the_header(known, tmp_path):
+    from astropy.wcs import WCS
+
+    out = tmp_path / "scaled.fits"
+    res = stack_catalog(known["true"], known["store"], out, pixel_scale=0.262, bands="decals")
+    assert res[0].arcsec_per_pixel == pytest.approx(0.262)  # crop = store size here: one cutout pixel per pixel
+    with fits.open(out) as hdul:
+        h = hdul["STACK"].header
+        assert (h["CTYPE1"], h["CUNIT1"], h["CDELT1"], h["CDELT2"]) == ("XOFFSET", "arcsec", 0.262, 0.262)
+        assert h["CRPIX1"] == h["CRPIX2"] == (SIZE + 1) / 2 and h["PIXSCALE"] == 0.262
+        assert [h["BAND1"], h["BAND2"], h["BAND3"]] == ["z", "r", "g"]
+        assert h["VALSCALE"] == "uint8/255" and "BUNIT" in h and "not flux" in h.comments["BUNIT"]
+        w = WCS(h)  # astropy reads the axes without a warning (warnings are errors here)
+        np.testing.assert_allclose(w.pixel_to_world_values((SIZE - 1) / 2 + 10, (SIZE - 1) / 2, 0)[:2], [2.62, 0.0])
+    if shutil.which("fitsverify"):
+        text = subprocess.run(["fitsverify", str(out)], capture_output=True, text=True, check=False).stdout
+        assert "0 warning(s) and 0 error(s)" in text, text
+
+
+def test_pixel_scale_from_a_store_column_or_the_catalogue_header(known, tmp_path):
+    res = stack_catalog(known["true"], known["store"], tmp_path / "col.fits", pixel_scale="pixscale", previews=False)
+    scales = 0.2 + 0.001 * np.arange(N)
+    assert res[0].arcsec_per_pixel == pytest.approx(np.median(scales))
+    with fits.open(tmp_path / "col.fits") as hdul:
+        h = hdul["STACK"].header
+        assert h["PIXSCMIN"] == pytest.approx(0.2) and h["PIXSCMAX"] == pytest.approx(scales[-1])
+        assert "store column pixscale" in h["PIXSCSRC"]
+        assert [h["BAND1"], h["BAND2"], h["BAND3"]] == ["R", "G", "B"]  # display colours unless told
+    cat = known["catalogue"]("scaled.fits", known["theta"], header={"PIXSCALE": (0.5, "[arcsec] per cutout pixel")})
+    res = stack_catalog(cat, known["store"], tmp_path / "hdr.fits", previews=False)
+    assert res[0].arcsec_per_pixel == pytest.approx(0.5)
+    res = stack_catalog(known["true"], known["store"], tmp_path / "none.fits", previews=False)
+    assert res[0].arcsec_per_pixel is None
+    with fits.open(tmp_path / "none.fits") as hdul:
+        assert "CDELT1" not in hdul["STACK"].header
+    with pytest.raises(BadInputError, match=r"neither a number nor a column .*carried columns: pixscale"):
+        stack_catalog(known["true"], known["store"], tmp_path / "bad.fits", pixel_scale="nope")
+    with pytest.raises(Exception, match="--bands: 2 name"):
+        stack_catalog(known["true"], known["store"], tmp_path / "bad.fits", bands="g,r")
+
+
+def test_previews_are_large_signed_and_carry_a_scale_bar(known, tmp_path):
+    import matplotlib.image
+
+    from catalogs.atomic import is_ours_file
+
+    stack_catalog(known["true"], known["store"], tmp_path / "a.fits", pixel_scale=0.262)
+    stack_catalog(known["true"], known["store"], tmp_path / "b.fits")
+    with_bar, without = (matplotlib.image.imread(tmp_path / f"{k}.png") for k in "ab")
+    assert with_bar.shape[1] >= 360 and with_bar.shape[:2] == without.shape[:2]
+    assert is_ours_file(tmp_path / "a.png")
+    h, w = with_bar.shape[:2]
+    corner = (slice(h // 2, h), slice(0, w // 2))  # the bar sits in the lower left
+    white = [int((np.asarray(img)[corner][..., :3] > 0.99).all(axis=-1).sum()) for img in (with_bar, without)]
+    assert white[0] > white[1] + 50
+
+
+def test_overwrite_replaces_own_outputs_only(known, tmp_path, capsys):
+    out = tmp_path / "s.fits"
+    assert main(["stack", "--catalog", str(known["true"]), "--store", str(known["store"]), "--out", str(out),
+                 "--quiet"]) == 0
+    assert main(["stack", str(known["true"]), "--store", str(known["store"]), "--out", str(out), "--quiet",
+                 "--overwrite"]) == 0
+    (tmp_path / "s.png").write_bytes(b"someone's picture")
+    assert main(["stack", str(known["true"]), "--store", str(known["store"]), "--out", str(out), "--quiet",
+                 "--overwrite"]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (tmp_path / "s.png").read_bytes() == b"someone's picture"
+
+
+def test_match_ids_finds_rows_by_id_not_position():
+    from pipeline.ids import as_str_ids, match_ids
+
+    reference = np.array(["b", "a", "d", "c"], dtype=object)
+    np.testing.assert_array_equal(match_ids(["c", "a", "x", "b"], reference), [3, 1, -1, 0])
+    assert as_str_ids(np.array([b"J1", b"J22"])).tolist() == ["J1", "J22"]
+    assert match_ids([], reference).size == 0 and (match_ids(["a"], np.array([], dtype=str)) == -1).all()

@@ -1,8 +1,10 @@
 """The ``galaxy-codae`` command line.
 
 Each sub-command lives in its own module of this package with two functions,
-``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported only
-when their command runs, so ``galaxy-codae query`` never pays for torch.
+``add_arguments(parser)`` and ``run(args) -> int``, and an ``EXAMPLES`` text shown at the
+end of its ``--help``.  Modules are imported only when their command runs, so
+``galaxy-codae query`` never pays for torch.  The words options share are in
+:mod:`pipeline.cli.common`.
 
 Exit codes: 0 success, 2 bad usage or bad input that stops the step, 1 internal failure.
 Errors go to stderr as one line first.
@@ -17,9 +19,19 @@ import sys
 import warnings
 
 from pipeline import __version__
+from pipeline.cli.common import HelpFormatter
 from pipeline.errors import BadInputError, ConfigError, one_line
 
-#: command name -> (module in this package, one-line help)
+DESCRIPTION = """\
+galaxy-codae: centroids, orientations and pose-free morphology of survey galaxies (CODAE).
+
+  survey catalogue + cutouts --ingest--> Zarr store --train--> run (checkpoint, figures)
+  store + checkpoint --infer--> FITS catalogue --query--> subsets; --stack--> derotated stacks
+
+Run `galaxy-codae COMMAND --help` for a command's options and an example.
+Exit codes: 0 success, 2 bad usage or input, 1 internal failure."""
+
+#: command name -> (module in this package, one-line help); one entry per line
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-survey": ("demo_survey", "write a simulated survey in Galaxy Zoo DECaLS layout"),
     "ingest": ("ingest", "read a catalogue and its cutouts into a sharded Zarr store"),
@@ -32,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "one galaxy: cutout with pose, reconstructions, residual, catalogue values"),
     "report": ("report", "one self-contained HTML page for a run, readable offline"),
     "evaluate": ("evaluate", "disentanglement metrics of CODAE and baselines"),
+    "config": ("config", "print the default run configuration (YAML, commented)"),
 }
 
 
@@ -51,13 +64,15 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="galaxy-codae", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="galaxy-codae", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"galaxy-codae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module, help_) in _available().items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(f"pipeline.cli.{module}").add_arguments(p)
+        mod = importlib.import_module(f"pipeline.cli.{module}")
+        p = sub.add_parser(name, help=help_, description=help_, epilog=getattr(mod, "EXAMPLES", None),
+                           formatter_class=HelpFormatter)
+        mod.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
 

@@ -17,6 +17,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+EXAMPLES = """\
+examples:
+  galaxy-codae evaluate --dataset xyrcs --out eval-xyrcs --budget-minutes 10 --seeds 3
+  galaxy-codae evaluate --dataset particles.mrcs --models codae --out eval-cryoem"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True,
@@ -43,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, help="also write the loaded stack as a Zarr store here")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or lines")
 
 
 def _checkpoints(spec: str) -> dict[str, Path]:

@@ -6,20 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
+EXAMPLES = """\
+example:
+  galaxy-codae ingest --catalog survey/catalog.parquet --images survey/images --out survey.zarr --workers 4"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``galaxy-codae ingest``."""
     parser.add_argument("--catalog", type=Path, required=True, help="input catalogue: parquet, CSV or FITS table")
     parser.add_argument("--images", type=Path, required=True, help="image root; catalogue paths are relative to it")
     parser.add_argument("--out", type=Path, required=True, help="output Zarr store (directory)")
-    parser.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
+    parser.add_argument("--image-size", "--size", dest="size", type=int, default=64,
+                        help="side in pixels of the stored images, the model's input (model.image_size)")
     parser.add_argument(
         "--crop",
         type=int,
         default=None,
         help="centre crop side in pixels of the original cutout (default: 256/424 of the shorter side, 256 for Galaxy Zoo)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: this process)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes decoding in parallel (1: this process; N: a local Dask cluster of N)")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (overrides --workers)")
     parser.add_argument(
         "--max-reject-fraction", type=float, default=0.01, help="exit 2 above this rejected fraction (default 0.01)"
@@ -30,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path-column", default="file_loc", help="cutout path column (default file_loc)")
     parser.add_argument("--ra-column", default="ra", help="right ascension column, degrees (default ra)")
     parser.add_argument("--dec-column", default="dec", help="declination column, degrees (default dec)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing store or unfinished ingest")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing store or unfinished ingest that galaxy-codae wrote")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or lines")
 
 
 def _stderr(line: str) -> None:
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         ra_column=args.ra_column,
         dec_column=args.dec_column,
         overwrite=args.overwrite,
-        progress=None if args.quiet else _stderr,
+        progress=not args.quiet,
     )
     if summary.too_many_rejects:
         msg = (

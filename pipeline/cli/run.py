@@ -14,6 +14,11 @@ import json
 import os
 from pathlib import Path
 
+EXAMPLES = """\
+examples:
+  galaxy-codae run --demo --out demo-output                      # simulated survey, generated when absent
+  galaxy-codae run --catalog survey/catalog.parquet --images survey/images --out run1 --max-minutes 30"""
+
 
 def _stacks(text: str) -> list[dict]:
     try:
@@ -27,9 +32,10 @@ def _stacks(text: str) -> list[dict]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="run on the simulated demo survey (written under --out when absent)")
-    p.add_argument("--demo-n", type=int, default=2000, help="galaxies in the demo survey (default 2000)")
-    p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo survey (default 0)")
-    p.add_argument("--demo-size", type=int, default=424, help="demo cutout side in pixels (default 424, as Galaxy Zoo)")
+    p.add_argument("--n", "--demo-n", dest="demo_n", type=int, default=2000, help="galaxies in the demo survey")
+    p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo survey")
+    p.add_argument("--cutout-size", "--demo-size", dest="demo_size", type=int, default=424,
+                   help="demo cutout side in pixels (424 as Galaxy Zoo)")
     p.add_argument("--catalog", type=Path, help="survey catalogue (parquet, CSV or FITS)")
     p.add_argument("--images", type=Path, help="image root; catalogue paths are relative to it")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory (default demo-output)")
@@ -41,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='stack selections as JSON (or a .json file): [{"name": "flat", "where": "moment_axis_ratio '
                         '< 0.4", "method": "median", "bin_by": null, "bins": 5}, ...]; default: flows.galaxy_codae.DEFAULT_STACKS')
     p.add_argument("--cluster", help="Dask cluster: a scheduler address or a dask-jobqueue YAML (default: a local cluster)")
-    p.add_argument("--workers", type=int, default=2, help="local Dask worker processes, or SLURM jobs (default 2)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes working in parallel: local Dask workers, or SLURM jobs with --cluster (default 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="inference device (default auto)")
 
 

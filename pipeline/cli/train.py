@@ -1,24 +1,48 @@
-"""``galaxy-codae train``: train CODAE on a Zarr store."""
+"""``galaxy-codae train``: train CODAE on a Zarr store.
+
+Options override the run configuration (``--config``, else the defaults that
+``galaxy-codae config --show-defaults`` prints); the help shows each default.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+EXAMPLES = """\
+examples:
+  galaxy-codae train --store survey.zarr --out run/ --max-minutes 10
+  galaxy-codae config --show-defaults > my.yaml && galaxy-codae train --store survey.zarr --out run/ --config my.yaml
+  galaxy-codae train --store survey.zarr --out run/ --resume --max-epochs 40     # continue a run"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.config import TrainConfig
+
+    d = TrainConfig()  # the defaults, shown in the help
+
+    def default(key: str) -> str:
+        value = getattr(d, key)
+        return f"(config train.{key}; default: {'none' if value is None else value})"
+
     p.add_argument("--store", required=True, type=Path, help="Zarr store written by `galaxy-codae ingest`")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoint, config, metrics, figures)")
-    p.add_argument("--config", type=Path, help="YAML run config (model/loss/train sections); defaults otherwise")
-    p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--max-minutes", type=float, help="wall-clock budget; stops cleanly with a checkpoint")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size")
-    p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes (train.num_workers)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--config", type=Path,
+                   help="YAML run config (model/loss/train sections); missing keys take the defaults "
+                        "(galaxy-codae config --show-defaults)")
+    p.add_argument("--max-epochs", type=int, help=f"passes over the store {default('max_epochs')}")
+    p.add_argument("--max-steps", type=int, help=f"cap on optimiser steps {default('max_steps')}")
+    p.add_argument("--max-minutes", type=float,
+                   help=f"wall-clock budget; stops cleanly with a checkpoint {default('max_minutes')}")
+    p.add_argument("--batch-size", type=int, help=f"images per step and process {default('batch_size')}")
+    p.add_argument("--seed", type=int, help=f"random seed {default('seed')}")
+    p.add_argument("--loader-workers", "--workers", dest="workers", type=int,
+                   help=f"data loader processes {default('num_workers')}")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help=f"auto picks CUDA when present {default('device')}")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (with its config.yaml unless --config)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or lines")
 
 
 def run(args: argparse.Namespace) -> int:

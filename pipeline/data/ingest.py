@@ -90,6 +90,7 @@ from pipeline.data.store import (
     write_rejects_csv,
 )
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.progress import Progress, Sink
 
 __all__ = [
     "DEFAULT_CROP_FRACTION",
@@ -376,7 +377,9 @@ def plan_ingest(
             reason[i], detail[i] = "duplicate_id", f"{ids[i]} occurs on an earlier row"
         elif bad_ra[i] or bad_dec[i]:
             raw = (df[ra_column].iloc[i], df[dec_column].iloc[i])
-            reason[i], detail[i] = "bad_coordinates", f"ra={raw[0]!r} dec={raw[1]!r}"
+            shown = ["null" if v is None or v is pd.NA else str(v.item() if isinstance(v, np.generic) else v)
+                     for v in raw]
+            reason[i], detail[i] = "bad_coordinates", f"ra={shown[0]} dec={shown[1]}"  # as a person writes them
         elif paths[i] is None:
             reason[i], detail[i] = "missing_file", f"empty {path_column}"
         if ids[i] is not None:
@@ -734,25 +737,6 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
 # ----------------------------------------------------------------------------- the whole ingest
 
 
-class _Progress:
-    """A periodic one-line progress report: counts and rate."""
-
-    def __init__(self, report: Callable[[str], None] | None, every_s: float = 2.0) -> None:
-        self.report, self.every_s = report, every_s
-        self.t0 = self.last = time.perf_counter()
-
-    def __call__(self, phase: str, done: int, total: int, extra: str = "", *, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.report is None or (not force and now - self.last < self.every_s):
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        self.report(f"ingest: {phase} {done}/{total} {extra}({rate:.0f}/s)")
-
-    def restart(self) -> None:
-        self.t0 = self.last = time.perf_counter()
-
-
 def _run(fn: Callable, work: Path, indices: Iterable[int], client: Any) -> Iterable[Any]:
     """Run ``fn(work, i)`` for every index, in this process or on the Dask client; yield results as they finish."""
     indices = list(indices)
@@ -784,15 +768,15 @@ def ingest_survey(
     ra_column: str = "ra",
     dec_column: str = "dec",
     overwrite: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Sink = None,
 ) -> IngestSummary:
     """Ingest a survey into the store ``out`` (see the module docstring); resumes an unfinished run.
 
     ``size``: output side in pixels; ``crop``: centre crop side in pixels of the original cutout
     (None: :data:`DEFAULT_CROP_FRACTION` of the shorter side); ``workers``: 1 runs in this process,
     N > 1 starts a local Dask cluster of N single-threaded processes on loopback; ``scheduler``: address of an
-    existing Dask scheduler (overrides ``workers``); ``progress``: called with a progress line every
-    few seconds.  Rejected rows never stop the run; check ``summary.too_many_rejects``.
+    existing Dask scheduler (overrides ``workers``); ``progress``: True for a bar (a terminal) or
+    periodic lines on stderr, a callable for the lines (:class:`pipeline.progress.Progress`).  Rejected rows never stop the run; check ``summary.too_many_rejects``.
     """
     t0 = time.perf_counter()
     plan = plan_ingest(
@@ -815,21 +799,19 @@ def ingest_survey(
     from pipeline.cluster import dask_client
 
     with dask_client(workers, scheduler) as client:
-        show = _Progress(progress)
         rows = good = blocks_resumed = 0
         rejected: Counter[str] = Counter()
-        for r in _run(ingest_shard, plan.work, range(plan.n_blocks), client):
-            rows, good = rows + r.n_rows, good + r.n_good
-            rejected.update(r.rejected)
-            blocks_resumed += r.skipped
-            show("decoded", rows, plan.n_rows, f"cutouts, {sum(rejected.values())} rejected ")
-        show("decoded", rows, plan.n_rows, f"cutouts, {sum(rejected.values())} rejected ", force=True)
+        with Progress("ingest: decoded", plan.n_rows, unit="cutouts", sink=progress) as show:
+            for r in _run(ingest_shard, plan.work, range(plan.n_blocks), client):
+                rows, good = rows + r.n_rows, good + r.n_good
+                rejected.update(r.rejected)
+                blocks_resumed += r.skipped
+                show.update(r.n_rows, rejected=sum(rejected.values()))
         n_shards = layout_store(plan)
-        show.restart()
-        shards_resumed = done = 0
-        for wrote in _run(write_store_shard, plan.work, range(n_shards), client):
-            done += 1
-            shards_resumed += not wrote
-            show("stored", done, n_shards, "shards ")
+        shards_resumed = 0
+        with Progress("ingest: stored", n_shards, unit="shards", sink=progress) as show:
+            for wrote in _run(write_store_shard, plan.work, range(n_shards), client):
+                shards_resumed += not wrote
+                show.update(1)
     summary = finalize_ingest(plan, elapsed_s=time.perf_counter() - t0)
     return replace(summary, blocks_resumed=blocks_resumed, shards_resumed=shards_resumed)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +32,7 @@ from pipeline.data.galaxies import GZ_SIZE, GalaxyTruth, render_rgb, sample_gala
 from pipeline.data.regimes import Scene, parse_regimes, render_scene_rgb, sample_scenes
 from pipeline.errors import BadInputError
 
+from pipeline.progress import Progress
 __all__ = ["write_demo_survey", "iau_names", "sample_footprint", "CATALOG_COLUMNS", "JPEG_QUALITY"]
 
 #: Columns of ``catalog.parquet``, in order.
@@ -97,16 +96,11 @@ def _render_chunk(job: tuple[str, list[tuple[str, GalaxyTruth | Scene, int]]]) -
     return len(items)
 
 
-def _progress(done_iter: Iterator[int], n: int, *, show: bool, every_s: float = 2.0) -> None:
-    """Consume chunk counts, printing ``demo-survey: i/n galaxies, r/s`` to stderr now and then."""
-    t0 = last = time.perf_counter()
-    done = 0
-    for k in done_iter:
-        done += k
-        now = time.perf_counter()
-        if show and (now - last >= every_s or done == n):
-            sys.stderr.write(f"demo-survey: {done}/{n} galaxies, {done / max(now - t0, 1e-9):.1f}/s\n")
-            last = now
+def _progress(done_iter: Iterator[int], n: int, *, show: bool) -> None:
+    """Consume chunk counts, showing the galaxies written (:class:`pipeline.progress.Progress`)."""
+    with Progress("demo-survey", n, unit="galaxies", sink=show) as bar:
+        for k in done_iter:
+            bar.update(k)
 
 
 def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, sky_noise: float | None = None,
