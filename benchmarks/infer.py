@@ -71,12 +71,13 @@ def main() -> None:
     print(f"in-process predict_batch: exported {r_plain:.1f} rows/s, e2cnn {r_e2:.1f} rows/s, "
           f"ratio {r_plain / r_e2:.2f}")
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from pipeline.cluster import local_cluster
 
     times = {}
     for w in (1, 2):
-        with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster):
+        with local_cluster(w) as cluster, Client(cluster):
             t = time.perf_counter()
             infer_catalog(root / "st.zarr", ckpt, root / f"cat{w}.fits", scheduler=cluster.scheduler_address,
                           batch_size=args.batch, device="cpu", overwrite=True)

@@ -85,9 +85,11 @@ def ingest_rate(survey: Path, out: Path, *, workers: int, cluster: bool, shard_s
         t = time.perf_counter()
         ingest_survey(survey / "catalog.parquet", survey / "images", out, overwrite=True, shard_size=shard_size)
         return n / (time.perf_counter() - t)
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
+    from pipeline.cluster import local_cluster
+
+    with local_cluster(workers) as lc:
         with Client(lc) as c:
             c.run(_warm_imports)  # as a long-lived cluster would be
         t = time.perf_counter()

@@ -4,7 +4,8 @@ Every output of galaxy-codae is written under a temporary name in its final dire
 to disk (fsync) and renamed into place, so a reader sees the old file or the new one, never half
 of one; a failed write removes its temporary.  :func:`atomic_path` hands the temporary name to
 a library writer (``np.save``, ``pq.write_table``, ``torch.save``, ``DataFrame.to_csv``);
-:func:`atomic_open` gives a file object; :func:`write_bytes`, :func:`write_text` and
+:func:`atomic_paths` does the same for files that go together; :func:`atomic_open` gives a file
+object; :func:`write_bytes`, :func:`write_text` and
 :func:`write_json` cover the rest.  A directory is built under a work name and published with
 :func:`replace_dir`.
 
@@ -44,6 +45,7 @@ __all__ = [
     "OWNER_KEY",
     "SIGNATURE",
     "atomic_path",
+    "atomic_paths",
     "atomic_open",
     "write_bytes",
     "write_text",
@@ -118,6 +120,31 @@ def atomic_path(path: PathLike, *, suffix: str = "", mode: int | None = None) ->
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_paths(paths: Iterable[PathLike], *, suffixes: Iterable[str] | None = None) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for several files written together: all renamed into place, or none.
+
+    Yields one temporary path per target (same order); after the block every one is fsynced,
+    then each renamed to its target.  On an exception before the renames, every temporary is
+    removed and every target left as it was.
+    """
+    paths = [Path(p) for p in paths]
+    suffixes = list(suffixes) if suffixes is not None else [""] * len(paths)
+    tmps = [_tmp_name(p, sfx) for p, sfx in zip(paths, suffixes)]
+    try:
+        yield tmps
+        for tmp in tmps:
+            _fsync_file(tmp)
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+    for d in {p.parent for p in paths}:
+        fsync_dir(d)
 
 
 @contextmanager

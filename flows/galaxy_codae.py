@@ -71,19 +71,18 @@ def is_local(cluster: str | None) -> bool:
 def dask_cluster(cluster: str | None, workers: int) -> Iterator[tuple[str, str]]:
     """Yield ``(scheduler address, kind)`` for the run; kind is ``local``, ``address`` or ``jobqueue``.
 
-    ``cluster``: None (a ``LocalCluster`` of ``workers`` single-threaded processes, closed at the
-    end), a scheduler address (left running), or a dask-jobqueue YAML file (a ``SLURMCluster``
-    scaled to ``workers`` jobs, closed at the end).
+    ``cluster``: None (:func:`pipeline.cluster.local_cluster`: ``workers`` single-threaded processes
+    on loopback, no dashboard, closed at the end), a scheduler address (left running), or a
+    dask-jobqueue YAML file (a ``SLURMCluster`` scaled to ``workers`` jobs, closed at the end).
     """
     from pipeline.errors import ConfigError
 
     if workers < 1:
         raise ConfigError(f"workers must be at least 1 (got {workers})")
     if is_local(cluster):
-        from distributed import LocalCluster
+        from pipeline.cluster import local_cluster
 
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=40, env=prefect_worker_env()) as lc:
+        with local_cluster(workers, env=prefect_worker_env()) as lc:  # loopback only, no dashboard
             yield lc.scheduler_address, "local"
     elif cluster.endswith((".yaml", ".yml")):
         import dask.config

@@ -15,6 +15,9 @@ Each process is started in its own session (process group) and its PID recorded 
 ``HOME/pids.json``; logs go to ``HOME/server.log`` and ``HOME/worker.log``; ``HOME/env.sh``
 exports the variables a shell needs to talk to this server.
 
+A second ``up`` while processes of the same home are alive, or while the port answers, stops
+with exit 1 and leaves them running; ``up`` that fails half-way stops what it started itself.
+
 ``down``: stops what ``up`` started, workers first (a worker may need a second SIGTERM), then
 the server; each process group gets SIGTERM, a second SIGTERM, then SIGKILL if it will not go.
 Flow runs a worker launched are in its process group and stop with it.
@@ -33,7 +36,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["POOL", "DEPLOYMENT", "ROOT", "server_env", "up", "down", "status", "main"]
+from catalogs import atomic
+
+__all__ = ["POOL", "DEPLOYMENT", "ROOT", "AlreadyRunning", "server_env", "up", "down", "status", "main"]
 
 #: The process work pool the deployment runs on.
 POOL = "galaxy-codae-pool"
@@ -92,9 +97,11 @@ def _read_pids(home: Path) -> dict:
 
 
 def _write_pids(home: Path, pids: dict) -> None:
-    tmp = home / "pids.json.tmp"
-    tmp.write_text(json.dumps(pids, indent=1))
-    os.replace(tmp, home / "pids.json")
+    atomic.write_json(home / "pids.json", pids)
+
+
+class AlreadyRunning(RuntimeError):
+    """``up`` found a server of this home, or another server on the port: nothing was started or stopped."""
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -111,19 +118,39 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
 
 
 def up(*, port: int = 4200, home: str | Path | None = None, timeout_s: float = 180.0) -> dict:
-    """Start the server, create the pool, register the deployment, start a worker; returns the PID record."""
+    """Start the server, create the pool, register the deployment, start a worker; returns the PID record.
+
+    Raises :class:`AlreadyRunning` (and touches nothing) when a server of ``home`` is alive or the
+    port already answers; on any later failure it stops what this call started, and only that,
+    then raises :class:`RuntimeError`.
+    """
     home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
     pids = _read_pids(home)
-    if pids.get("server") and _alive(pids["server"]):
-        raise RuntimeError(f"a server started from {home} is already running (pid {pids['server']}); run down first")
+    alive = [p for p in [pids.get("server"), *pids.get("workers", [])] if p and _alive(p)]
+    if alive:
+        raise AlreadyRunning(f"processes started from {home} are still running (pids {alive}); it is left as "
+                             "it is: use it, or run down first")
     if _healthy(port, timeout=1.0):
-        raise RuntimeError(f"port {port} already has a Prefect server; choose another --port")
+        raise AlreadyRunning(f"port {port} already has a Prefect server; choose another --port")
+    started: list[int] = []
+    try:
+        return _start(home, port, timeout_s, started)
+    except BaseException:
+        for pid in started:  # leave nothing running half set up: workers (kept first), then the server
+            _stop_group(pid, grace_s=10.0, terms=2)
+        if _read_pids(home).get("server") in started:
+            (home / "pids.json").unlink(missing_ok=True)
+        raise
+
+
+def _start(home: Path, port: int, timeout_s: float, started: list[int]) -> dict:
     env = server_env(home, port)
     (home / "prefect-home").mkdir(exist_ok=True)
     pids = {"port": port, "home": str(home), "workers": []}
     server = _spawn(_prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
                     home / "server.log")
+    started.append(server.pid)
     pids["server"] = server.pid
     _write_pids(home, pids)
     deadline = time.monotonic() + timeout_s
@@ -139,12 +166,13 @@ def up(*, port: int = 4200, home: str | Path | None = None, timeout_s: float = 1
          env, setup_log)
     worker = _spawn(_prefect() + ["worker", "start", "--pool", POOL, "--type", "process",
                                   "--name", f"galaxy-codae-worker-{port}"], env, home / "worker.log")
+    started.insert(0, worker.pid)
     pids["workers"].append(worker.pid)
     _write_pids(home, pids)
-    (home / "env.sh").write_text(
-        f"# source this file to use the local galaxy-codae Prefect server\n"
-        f"export PREFECT_API_URL={env['PREFECT_API_URL']}\n"
-        f"export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false\n")
+    atomic.write_text(home / "env.sh",
+                      f"# source this file to use the local galaxy-codae Prefect server\n"
+                      f"export PREFECT_API_URL={env['PREFECT_API_URL']}\n"
+                      f"export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false\n")
     return pids
 
 
@@ -218,9 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "up":
         try:
             pids = up(port=args.port, home=args.home)
-        except RuntimeError as e:
+        except RuntimeError as e:  # up stopped what it had started; a running server is left alone
             sys.stderr.write(f"galaxy-codae-server up: error: {e}\n")
-            down(home=args.home)  # leave nothing running half set up
             return 1
         home = Path(pids["home"])
         print(f"server   http://127.0.0.1:{args.port} (UI and API; pid {pids['server']}, log {home / 'server.log'})")

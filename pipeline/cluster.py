@@ -4,7 +4,8 @@ A ``distributed.LocalCluster`` listens on TCP: its scheduler, its workers and (b
 web dashboard on port 8787 of *every* interface, which answers without authentication.  Every
 cluster started here binds to the loopback interface only (:data:`LOOPBACK`) and starts no
 dashboard, unless the caller passes ``dashboard_address`` (for example ``"127.0.0.1:8787"``)
-or ``host``.  Workers are single-threaded processes: the per-shard tasks of the ingest and the
+or ``host``.  (Without a dashboard the scheduler still serves its health and info routes over
+HTTP; they go to a free port of the same interface rather than to 8787.)  Workers are single-threaded processes: the per-shard tasks of the ingest and the
 inference hold the GIL in PIL, numpy and torch code, so processes scale and threads do not.
 
 Note (measured, see ../shared/PITFALLS.md): starting a ``LocalCluster`` sets
@@ -45,6 +46,8 @@ def local_cluster(
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    # no dashboard: the scheduler's remaining HTTP routes on a free port of ``host``
+    scheduler_kwargs = {"dashboard": False, "dashboard_address": f"{host}:0"} if dashboard_address is None else None
     with LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
@@ -52,6 +55,7 @@ def local_cluster(
         host=host,
         dashboard_address=dashboard_address,
         worker_dashboard_address=None,
+        scheduler_kwargs=scheduler_kwargs,
         silence_logs=silence_logs,
         env=dict(env or {}),
     ) as cluster:

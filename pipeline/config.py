@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from catalogs import atomic
 from pipeline.errors import ConfigError
 
 __all__ = ["ModelConfig", "LossConfig", "TrainConfig", "RunConfig", "load_config", "save_config"]
@@ -239,7 +240,4 @@ def load_config(path: str | Path) -> RunConfig:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write ``config`` as YAML (atomically: temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

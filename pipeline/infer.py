@@ -50,7 +50,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -59,6 +58,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from catalogs import atomic
 from catalogs.schema import (
     FLAG_CENTROID_NEAR_EDGE,
     FLAG_ORIENTATION_ILL_DEFINED,
@@ -148,20 +148,12 @@ class InferencePlan:
 
 def _atomic_write(path: Path, write, mode: str = "w") -> None:
     """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.atomic_open(path, mode) as f:
+        write(f)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text))
+    atomic.write_text(path, text)
 
 
 def read_plan(work_dir: str | os.PathLike) -> InferencePlan:
@@ -210,9 +202,6 @@ def plan_inference(store: str | os.PathLike, checkpoint: str | os.PathLike, work
     # the weights must fit the model before anything is written (cached: this process's shards reuse it)
     load_inference_model(ckpt, device=device)
     work = Path(work_dir).resolve()
-    sha = file_sha256(ckpt)
-    if error_calibration is None:
-        error_calibration = calibration_for(ckpt, sha)
     plan = InferencePlan(
         format=PLAN_FORMAT, work_dir=str(work), store=str(Path(store).resolve()),
         store_created=str(info.attrs.get("created", "")), store_catalog_sha256=info.catalog_sha256,
@@ -514,16 +503,11 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
             infer_shard(plan.work, k)
             report(k, force=k == n_shards - 1)
     else:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import as_completed
 
-        cluster = None
-        if scheduler is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-        try:
+        from pipeline.cluster import dask_client
+
+        with dask_client(workers, scheduler) as client:  # a local cluster listens on loopback only
             resources = _gpu_resources(client)
             token = plan.checkpoint_sha256[:12]
             futures = {client.submit(infer_shard, str(plan.work), k, key=f"infer-shard-{token}-{k}", pure=False,
@@ -531,10 +515,6 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
             for i, fut in enumerate(as_completed(futures)):
                 fut.result()  # re-raises a worker's error here
                 report(futures[fut], force=i == n_shards - 1)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     conf = {"workers": workers if scheduler is None else None, "scheduler": scheduler,
             "python": sys.version.split()[0]}
     return merge_parts(plan.work, out, format=format, overwrite=overwrite, config=conf)

@@ -27,14 +27,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from catalogs import atomic
 from pipeline import __version__
 from pipeline.checkpoint import save_checkpoint
 from pipeline.compiled import compile_parts, fall_back, uncompile
 from pipeline.config import RunConfig
 from pipeline.loss import codae_loss, moment_targets
 from pipeline.model import model_state_dict
-from pipeline.schedules import beta_schedule, learning_rate
 from pipeline.progress import Progress
+from pipeline.schedules import beta_schedule, learning_rate
 from pipeline.train_setup import EpochSampler, distributed_from_environment, open_training_data, set_up_run
 
 __all__ = ["TrainResult", "train", "open_training_data", "distributed_from_environment"]
@@ -141,8 +142,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
             step += 1
             batch_in_epoch += 1
             seen += images.shape[0] * world
-            if step % tc.log_every == 0 or step == planned:
             bar.update(1)
+            if step % tc.log_every == 0 or step == planned:
                 means = (log_sum / log_count).tolist()  # the one wait for the device in a logging step
                 log_sum, log_count = None, 0
                 now = time.monotonic()
@@ -188,9 +189,7 @@ def _row(step: int, epoch: float, elapsed: float, rate: float, beta: float, mean
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic.atomic_open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)

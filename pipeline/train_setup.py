@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
+from catalogs import atomic
 from pipeline import __version__
 from pipeline.checkpoint import check_resume, load_checkpoint
 from pipeline.config import RunConfig, save_config
@@ -218,4 +219,4 @@ def _write_run_files(run: RunSetup, config: RunConfig) -> None:
             "learning_rate": peak_learning_rate(tc, run.effective_batch), "lr_scaling": tc.lr_scaling,
             "warmup_steps": tc.warmup_steps, "data_on_device": run.device_images is not None,
             "planned_steps": run.planned, "steps_per_epoch": run.steps_per_epoch, "data": run.data_desc}
-    (run.out / "run_info.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+    atomic.write_text(run.out / "run_info.yaml", yaml.safe_dump(info, sort_keys=False))

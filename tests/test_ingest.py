@@ -472,3 +472,22 @@ def test_ids_the_catalogue_cannot_hold_are_rejected_at_ingest_and_refused_before
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "object 0 has an id the catalogue cannot hold (id holds '\\n'" in err[0]
     assert not (tmp_path / "c.fits.partial").exists()
+
+
+def test_a_local_cluster_listens_on_loopback_only_and_starts_no_dashboard(tmp_path):
+    import psutil
+
+    root = make_survey(tmp_path / "survey", 24, side=32)
+    listening: list[tuple[str, int]] = []
+
+    def probe(_line: str) -> None:  # called while the cluster runs
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            listening.extend((c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
+                             if c.status == psutil.CONN_LISTEN)
+
+    ingest_survey(root / "catalog.parquet", root / "images", tmp_path / "st.zarr", workers=2, shard_size=8,
+                  progress=probe)
+    assert len(listening) >= 3  # the scheduler and two workers at least
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    assert 8787 not in {port for _, port in listening}

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -58,6 +57,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from catalogs import atomic
 from pipeline.config import LossConfig, ModelConfig, RunConfig, TrainConfig
 from pipeline.data.memory import ArrayDataset
 from pipeline.errors import BadInputError, ConfigError
@@ -89,6 +89,8 @@ KL_WEIGHT = {"beta-vae": 4.0, "spatial-vae": 1.0, "target-vae": 1.0}
 OBJECT_FRACTION = 0.25
 #: Optimiser steps of the speed calibration that precedes each budgeted training run.
 CALIBRATION_STEPS = 10
+#: The ownership kind (:func:`catalogs.atomic.mark_owned`) of an evaluation folder: --overwrite replaces only such a folder.
+EVALUATION_KIND = "evaluation"
 
 
 @dataclass(frozen=True)
@@ -429,9 +431,12 @@ def _parse_checkpoints(spec: dict[str, Path] | None, kinds: Sequence[str]) -> di
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path, **kwargs) -> None:
+    with atomic.atomic_path(path) as tmp:
+        frame.to_csv(tmp, **kwargs)
 
 
 def _markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -535,7 +540,7 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     if (out / "metrics_runs.csv").exists() or (out / "pearson.md").exists():
         if not overwrite:
             raise BadInputError(f"{out} already holds evaluation results; choose another --out or pass --overwrite")
-        shutil.rmtree(out)
+        atomic.remove_owned(out, kinds=(EVALUATION_KIND,), error=BadInputError)  # only a folder evaluate wrote
     (out / "figures").mkdir(parents=True, exist_ok=True)
     dataset = ArrayDataset(data.images)
     n = len(dataset)
@@ -607,12 +612,10 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
     summary = _summarise(runs) if not runs.empty else pd.DataFrame()
     alignment = pd.concat(align_rows, ignore_index=True)
     if not runs.empty:
-        runs.to_csv(out / "metrics_runs.csv.tmp", index=False)
-        os.replace(out / "metrics_runs.csv.tmp", out / "metrics_runs.csv")
-        summary.to_csv(out / "metrics_summary.csv.tmp", index=False)
-        os.replace(out / "metrics_summary.csv.tmp", out / "metrics_summary.csv")
+        _atomic_csv(runs, out / "metrics_runs.csv", index=False)
+        _atomic_csv(summary, out / "metrics_summary.csv", index=False)
         _atomic_text(out / "metrics.md", _summary_markdown(summary, data.name))
-    alignment.to_csv(out / "alignment.csv", index=False)
+    _atomic_csv(alignment, out / "alignment.csv", index=False)
     md = [f"# Pearson correlation of latents with named quantities: {data.name}", "",
           "Labels: the quantity with the largest |r| (circular quantities: Mardia's circular-linear r); "
           "`unnamed` when below 0.5.", ""]
@@ -623,6 +626,7 @@ def evaluate(data: EvalData, kinds: Sequence[str], out: str | Path, *, seeds: in
         {"dataset": data.name, "models": list(kinds), "seeds": seeds, "first_seed": first_seed,
          "budget_minutes": budget_minutes,
          "n_images": n, "n_eval": int(len(idx)), "checkpoints": {k: str(v) for k, v in ckpts.items()}}, indent=2))
+    atomic.mark_owned(out, EVALUATION_KIND)  # what it holds now: --overwrite may replace exactly this
     return EvaluationResult(out=out, runs=runs, summary=summary, alignment=alignment, pearson=pearson)
 
 
