@@ -11,8 +11,8 @@ cutout, x right, y down; ``theta_deg`` is counter-clockwise from +x as displayed
 [0, 360); ``pa_deg`` is East of North in [0, 180).
 
 Nulls: a float column has no FITS null value, so an unknown value is stored as NaN
-(``pa_deg`` where the survey's orientation is unknown, for example).  ``id`` and
-``flags`` are never null.
+(``pa_deg`` where the survey's orientation is unknown, for example; the model's errors
+where inference ran without an error ensemble).  ``id`` and ``flags`` are never null.
 """
 
 from __future__ import annotations
@@ -151,6 +151,14 @@ _HEAD: tuple[ColumnSpec, ...] = (
 _TAIL: tuple[ColumnSpec, ...] = (
     _col("recon_mse", "f4", None, "stat.fit.residual",
          "mean squared error of the same-view reconstruction", "E11.4"),
+    _col("pa_err_deg", "f4", "deg", "stat.error;pos.posAng",
+         "1-sigma error of pa_deg: ensemble spread calibrated on simulations", "F7.3"),
+    _col("x_err_pix", "f4", "pix", "stat.error;pos.cartesian.x;instr.pixel",
+         "1-sigma error of x_pix: ensemble spread calibrated on simulations", "F8.3"),
+    _col("y_err_pix", "f4", "pix", "stat.error;pos.cartesian.y;instr.pixel",
+         "1-sigma error of y_pix: ensemble spread calibrated on simulations", "F8.3"),
+    _col("moment_pa_err_deg", "f4", "deg", "stat.error;pos.posAng",
+         "1-sigma error of moment_pa_deg, propagated from the sky noise", "F7.3"),
     _col("flags", "i2", None, "meta.code.qual",
          "bits: 1 near-round (no orientation), 2 near edge, 4 recon outlier", "I5"),
 )

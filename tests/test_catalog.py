@@ -51,6 +51,8 @@ def make_columns(n: int = 200, latent_dim: int = LATENT_DIM, seed: int = 1) -> d
     cols["pa_deg"][::17] = np.nan  # orientation unknown
     for k in range(latent_dim):
         cols[f"z_{k}"] = rng.normal(size=n).astype(np.float32)
+    for name, scale in (("pa_err_deg", 2.0), ("x_err_pix", 0.5), ("y_err_pix", 0.5), ("moment_pa_err_deg", 1.0)):
+        cols[name] = rng.exponential(scale, n).astype(np.float32)
     return cols
 
 
@@ -74,7 +76,7 @@ def test_schema_columns_follow_the_contract():
     names = column_names(3)
     assert names == [
         "id", "ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg", "moment_axis_ratio",
-        "z_0", "z_1", "z_2", "recon_mse", "flags",
+        "z_0", "z_1", "z_2", "recon_mse", "pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg", "flags",
     ]  # fmt: skip
     dtypes = {c.name: c.dtype for c in catalog_schema(3)}
     assert dtypes["id"].kind == "U"
@@ -85,7 +87,8 @@ def test_schema_columns_follow_the_contract():
 
 def test_every_column_has_unit_ucd_and_description():
     units = {"ra": "deg", "dec": "deg", "x_pix": "pix", "y_pix": "pix", "theta_deg": "deg", "pa_deg": "deg",
-             "moment_pa_deg": "deg"}  # fmt: skip
+             "moment_pa_deg": "deg", "pa_err_deg": "deg", "x_err_pix": "pix", "y_err_pix": "pix",
+             "moment_pa_err_deg": "deg"}  # fmt: skip
     for c in catalog_schema(8):
         assert c.unit == units.get(c.name), c.name
         if c.unit:

@@ -28,6 +28,8 @@ from pipeline.stack.combiners import STACK_METHODS, make_combiner
 SIZE = 48
 Q = 0.45  # axis ratio of every rendered galaxy
 N = 64
+#: the catalogue's error columns, unknown (NaN): stacking does not read them.
+_NO_ERRORS = {name: np.full(N, np.nan) for name in ("pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg")}
 
 
 def ellipse(x0: float, y0: float, theta_deg: float, q: float, sigma: float, rng: np.random.Generator,
@@ -66,7 +68,7 @@ def known(tmp_path_factory):
         cols = {"id": np.array([r["iauname"] for r in rows]), "ra": np.full(N, 10.0), "dec": np.full(N, -5.0),
                 "x_pix": x0, "y_pix": y0, "theta_deg": angles, "pa_deg": (angles - 90) % 180,
                 "moment_pa_deg": np.zeros(N), "moment_axis_ratio": np.full(N, Q), "z_0": np.arange(N, dtype=float),
-                "recon_mse": np.zeros(N), "flags": np.zeros(N, dtype=np.int16)}
+                "recon_mse": np.zeros(N), "flags": np.zeros(N, dtype=np.int16), **_NO_ERRORS}
         cols.update(extra)
         return write_catalog(cols, root / name, latent_dim=1, header={"checkpoint_sha256": "0" * 64,
                                                                       "config": {"note": "test"}, **(header or {})})
@@ -146,7 +148,7 @@ def test_empty_selection_or_missing_ids_write_nothing(known, tmp_path, capsys):
     cat = write_catalog({"id": ids, "ra": np.zeros(N), "dec": np.zeros(N), "x_pix": np.zeros(N),
                          "y_pix": np.zeros(N), "theta_deg": np.zeros(N), "pa_deg": np.zeros(N),
                          "moment_pa_deg": np.zeros(N), "moment_axis_ratio": np.zeros(N), "z_0": np.zeros(N),
-                         "recon_mse": np.zeros(N), "flags": np.zeros(N, dtype=np.int16)},
+                         "recon_mse": np.zeros(N), "flags": np.zeros(N, dtype=np.int16), **_NO_ERRORS},
                         tmp_path / "other.fits", latent_dim=1)
     with pytest.raises(BadInputError, match=r"1 selected id\(s\) are not in the store .* 'NOT_IN_STORE'"):
         stack_catalog(cat, known["store"], out, method="median")

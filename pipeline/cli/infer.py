@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto picks CUDA when present")
     p.add_argument("--format", choices=["fits", "parquet"], default="fits", help="catalogue format (default fits)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--error-samples", type=int, default=8, metavar="K",
+                   help="noise re-draws per image for the model's pose errors (pa_err_deg, x_err_pix, y_err_pix); "
+                        "each is one more model pass; 0: no model errors (NaN) (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = infer_catalog(args.store, args.checkpoint, args.out, workers=args.workers, scheduler=args.scheduler,
                          batch_size=args.batch_size, device=args.device, format=args.format,
-                         overwrite=args.overwrite, progress=None if args.quiet else progress)
+                         overwrite=args.overwrite, progress=None if args.quiet else progress,
+                         error_samples=args.error_samples)
     print(f"infer: wrote {path}")
     return 0
