@@ -467,3 +467,22 @@ def test_pandas_merge_with_the_input_catalogue_matches_every_row(catalog, cols):
     assert len(merged) == N and (merged["id"] == merged["iauname"]).all()
     ours = read_catalog(catalog).to_pandas().merge(survey, left_on="id", right_on="iauname")
     assert len(ours) == N
+
+
+# ---------------------------------------------------------------- nulls in a real catalogue
+
+
+def test_isnull_pa_deg_selects_exactly_the_rows_of_unknown_orientation(demo_run, tmp_path):
+    """pa_deg is NaN where flag bit 1 (orientation ill-defined) is set, theta_deg is kept, and the
+    query language's null test agrees with the flag."""
+    out = tmp_path / "cat.fits"
+    assert main(["infer", "--store", str(demo_run["store"]), "--checkpoint", str(demo_run["checkpoint"]), "--out",
+                 str(out), "--quiet"]) == 0
+    cat = read_catalog(out)
+    unknown = (np.asarray(cat["flags"]) & 1) != 0
+    assert 0 < unknown.sum() < len(cat)
+    np.testing.assert_array_equal(np.isnan(np.asarray(cat["pa_deg"])), unknown)
+    assert np.isfinite(np.asarray(cat["theta_deg"])).all()
+    assert count(out, "isnull(pa_deg)") == count(out, "(flags & 1) != 0") == unknown.sum()
+    assert count(out, "!isnull(pa_deg) && pa_deg >= 0") == len(cat) - unknown.sum()
+    assert read_catalog(out)["pa_deg"].description.endswith("NaN where unknown (flags bit 1)")
