@@ -50,7 +50,9 @@ Flags (bits of :mod:`catalogs.schema`)
   signal sinks into the sky, so a faint elongated galaxy whose axis is lost in the noise is
   flagged too; the axis-ratio cut (the moment anisotropy is ``(1 - q^2) / (1 + q^2)``, so
   anisotropy < 0.105) stays for bright near-round galaxies, whose small noise error hides
-  the systematic errors of a nearly round shape.
+  the systematic errors of a nearly round shape.  Where it is set, ``pa_deg`` is NaN (the
+  orientation is unknown, as the contract says), so ``isnull(pa_deg)`` selects these rows;
+  ``theta_deg``, ``moment_pa_deg`` and the errors keep their values for inspection.
 - ``FLAG_CENTROID_NEAR_EDGE`` (2): the model centroid lies within :data:`EDGE_MARGIN_PIX`
   (2) store pixels of the store image's edge (or outside it).
 - ``FLAG_RECON_OUTLIER`` (4): ``recon_mse > median + 5 x 1.4826 x MAD`` over the whole
@@ -65,8 +67,6 @@ import json
 import os
 import shutil
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -84,6 +84,8 @@ from catalogs.schema import (
 from pipeline import __version__
 from pipeline.conventions import store_to_cutout_pixels, theta_to_pa, wrap_360
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.ids import as_str_ids, match_ids
+from pipeline.progress import Progress, Sink
 
 if TYPE_CHECKING:
     from pipeline.predict import ErrorCalibration
@@ -335,9 +337,7 @@ def _to_device(batch: np.ndarray, scale: float, device):
     return t
 
 
-def _unicode(arr) -> np.ndarray:
-    """Ids as a fixed-width unicode array (the store may hold numpy's variable-width StringDType)."""
-    return np.asarray(np.asarray(arr).tolist(), dtype=np.str_)
+_unicode = as_str_ids  # ids as a fixed-width unicode array (the store may hold numpy's StringDType)
 
 
 def _part_ok(path: Path, plan: InferencePlan, start: int, stop: int) -> bool:
@@ -402,11 +402,13 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
     lo, hi = EDGE_MARGIN_PIX - 0.5, size - 0.5 - EDGE_MARGIN_PIX  # pixel edges at -0.5 and size - 0.5
     near = ~((p.x_pix >= lo) & (p.x_pix <= hi) & (p.y_pix >= lo) & (p.y_pix <= hi))
     flags[near] |= FLAG_CENTROID_NEAR_EDGE
+    pa_deg = theta_to_pa(p.theta_deg).astype(np.float32)
+    pa_deg[(flags & FLAG_ORIENTATION_ILL_DEFINED) != 0] = np.nan  # unknown orientation: null (theta_deg kept)
     arrays: dict[str, np.ndarray] = {
         "id": ids, "ra": np.asarray(st.ra[start:stop], dtype=np.float64),
         "dec": np.asarray(st.dec[start:stop], dtype=np.float64),
         "x_pix": x_cut.astype(np.float32), "y_pix": y_cut.astype(np.float32), "theta_deg": theta,
-        "pa_deg": theta_to_pa(p.theta_deg).astype(np.float32),
+        "pa_deg": pa_deg,
         "moment_pa_deg": theta_to_pa(p.moment_theta_deg).astype(np.float32),
         "moment_axis_ratio": p.moment_axis_ratio.astype(np.float32),
         "pa_err_deg": pa_err.astype(np.float32),
@@ -473,13 +475,10 @@ def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: 
                             "refusing to write a catalogue with duplicate rows")
     if ids.size != store_ids.size:
         raise BadInputError(f"inference parts hold {ids.size} rows, the store {plan.store} {store_ids.size}")
-    order = np.argsort(store_ids, kind="stable")
-    pos = np.searchsorted(store_ids[order], ids)
-    pos = np.minimum(pos, len(order) - 1)
-    found = store_ids[order][pos] == ids
-    if not found.all():
-        raise BadInputError(f"inference parts hold id {str(ids[~found][0])!r}, which is not in the store {plan.store}")
-    row_of = order[pos]  # store row of each part row
+    row_of = match_ids(ids, store_ids)  # store row of each part row
+    if (row_of < 0).any():
+        raise BadInputError(f"inference parts hold id {str(ids[row_of < 0][0])!r}, which is not in the store "
+                            f"{plan.store}")
     perm = np.empty_like(row_of)
     perm[row_of] = np.arange(len(row_of))  # part row of each store row: keyed by id, in store order
 
@@ -539,15 +538,15 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
                   workers: int = 1, scheduler: str | None = None, batch_size: int = 256, device: str = "auto",
                   format: Literal["fits", "parquet"] = "fits", overwrite: bool = False,
                   work_dir: str | os.PathLike | None = None,
-                  progress: Callable[[str], None] | None = None, error_samples: int = DEFAULT_ERROR_SAMPLES,
+                  progress: Sink = None, error_samples: int = DEFAULT_ERROR_SAMPLES,
                   error_calibration: ErrorCalibration | None = None) -> Path:
     """Write the catalogue of every object in ``store`` with the model of ``checkpoint``; return its path.
 
     ``workers``: 1 runs in this process; N > 1 starts a ``LocalCluster`` of N single-threaded
     processes.  ``scheduler``: address of an existing Dask scheduler (overrides ``workers``).
     ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.  ``work_dir``: plan and parts
-    (default ``<out>.partial``); a killed run resumes from it.  ``progress`` is called with a
-    line of counts and rate every few seconds and at the end.  ``error_samples`` and
+    (default ``<out>.partial``); a killed run resumes from it.  ``progress``: True for a bar (a
+    terminal) or periodic lines on stderr with counts, rate and ETA; a callable for the lines.  ``error_samples`` and
     ``error_calibration``: the model's error ensemble, as for :func:`plan_inference` (each
     sample is one more model pass: K = 8 makes inference about 9 times slower).
     """
@@ -557,7 +556,7 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if out.exists() and not overwrite:
-        raise BadInputError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+        raise BadInputError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise BadInputError(f"directory {out.parent} does not exist")
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
@@ -565,24 +564,16 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
                           error_samples=error_samples, error_calibration=error_calibration)
     n_shards = len(plan.shard_ranges)
     reused = sum(plan.part_path(k).is_file() for k in range(n_shards))
-    t0 = time.perf_counter()
-    last = [t0]
-    done_rows = [0]
+    bar = Progress("infer", plan.n_objects, unit="objects", sink=progress, note=f"{reused} finished part(s) reused")
 
-    def report(k: int, force: bool = False) -> None:
+    def report(k: int) -> None:
         a, b = plan.shard_ranges[k]
-        done_rows[0] += b - a
-        now = time.perf_counter()
-        if progress is not None and (force or now - last[0] >= 2.0):
-            last[0] = now
-            rate = done_rows[0] / max(now - t0, 1e-9)
-            progress(f"infer: {done_rows[0]}/{plan.n_objects} objects, {rate:.1f} objects/s "
-                     f"({reused} finished part(s) reused)")
+        bar.update(b - a)
 
     if scheduler is None and workers == 1:
         for k in range(n_shards):
             infer_shard(plan.work, k)
-            report(k, force=k == n_shards - 1)
+            report(k)
     else:
         from distributed import as_completed
 
@@ -593,9 +584,10 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
             token = plan.checkpoint_sha256[:12]
             futures = {client.submit(infer_shard, str(plan.work), k, key=f"infer-shard-{token}-{k}", pure=False,
                                      resources=resources): k for k in range(n_shards)}
-            for i, fut in enumerate(as_completed(futures)):
+            for fut in as_completed(futures):
                 fut.result()  # re-raises a worker's error here
-                report(futures[fut], force=i == n_shards - 1)
+                report(futures[fut])
+    bar.close()
     conf = {"workers": workers if scheduler is None else None, "scheduler": scheduler,
             "python": sys.version.split()[0]}
     return merge_parts(plan.work, out, format=format, overwrite=overwrite, config=conf)
