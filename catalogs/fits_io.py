@@ -17,10 +17,11 @@ CROP      centre crop of the original cutout, pixels (``crop``)
 INFCONF   the inference configuration as JSON (``config``)
 ========  ==============================================================
 
-Strings longer than a card use the OGIP ``CONTINUE`` convention (with ``LONGSTRN``),
-which keeps ``fitsverify`` free of errors and warnings.  Unknown float values are NaN
-(FITS has no null for floats).  Writes are atomic: a temporary file in the target
-directory, then :func:`os.replace`; an existing file is kept unless ``overwrite``.
+Header cards are made by :mod:`catalogs.fits_header` (strings longer than a card use the
+OGIP ``CONTINUE`` convention with ``LONGSTRN``, which keeps ``fitsverify`` free of errors
+and warnings).  Unknown float values are NaN (FITS has no null for floats).  Writes are atomic: a temporary file in the target
+directory, then a rename (:mod:`catalogs.atomic`); an existing file is kept unless
+``overwrite``, and then replaced only when this project wrote it.
 
 Reading returns an astropy Table with native-endian arrays (FITS is big-endian),
 units, descriptions and ``meta['ucd']`` per column, and the header keywords in
@@ -30,11 +31,8 @@ its file name.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,9 +43,13 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 from numpy.typing import NDArray
 
+from catalogs import __version__
+from catalogs.atomic import atomic_open, check_may_replace
+from catalogs.errors import BadInputError
+from catalogs.fits_header import COMMENTS as _COMMENTS
+from catalogs.fits_header import PRINTABLE as _PRINTABLE
+from catalogs.fits_header import PROVENANCE_KEYWORDS, STRUCTURAL, provenance_cards, set_cards, utc_now
 from catalogs.schema import FLAG_BITS, LATENT_PREFIX, ColumnSpec, catalog_schema, column_spec
-from pipeline import __version__
-from pipeline.errors import BadInputError
 
 __all__ = [
     "CATALOG_EXTNAME",
@@ -60,32 +62,6 @@ __all__ = [
 
 CATALOG_EXTNAME = "CATALOG"
 
-#: friendly header name -> (FITS keyword, comment).  ``write_catalog(header=...)`` accepts
-#: either form; ``read_catalog(...).meta`` holds the FITS keywords.
-PROVENANCE_KEYWORDS: dict[str, tuple[str, str]] = {
-    "software_version": ("SWVERS", "galaxy-codae version"),
-    "checkpoint_sha256": ("CKPTSHA", "SHA-256 of the model checkpoint"),
-    "image_size": ("IMGSIZE", "[pix] side of the cutouts fed to the model"),
-    "crop": ("CROP", "[pix] centre crop of the original cutout"),
-    "config": ("INFCONF", "inference configuration (JSON)"),
-}
-_COMMENTS = {kw: comment for kw, comment in PROVENANCE_KEYWORDS.values()}
-_COMMENTS.update(
-    {
-        "DATE": "file creation time (UTC)",
-        "CREATOR": "software that wrote this file",
-        "LATDIM": "latent size d: columns z_0 ... z_{d-1}",
-        "LONGSTRN": "OGIP long string convention (CONTINUE cards)",
-    }
-)
-
-#: keywords the writer owns; a caller may not set them.
-_STRUCTURAL = re.compile(
-    r"(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|TFIELDS|EXTNAME|EXTVER|THEAP|END|"
-    r"T(TYPE|FORM|UNIT|UCD|COMM|DISP|NULL|SCAL|ZERO|DIM)\d+|DATE|LATDIM|CREATOR|LONGSTRN|CHECKSUM|DATASUM)"
-)
-_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
-_PRINTABLE = re.compile(r"[ -~]*")
 _MAGIC_FITS = b"SIMPLE  ="
 _MAGIC_PARQUET = b"PAR1"
 _FITS_FORMAT = {"f8": "D", "f4": "E", "i2": "I"}
@@ -189,39 +165,6 @@ def _ascii_bytes(name: str, arr: NDArray) -> NDArray:
     return arr
 
 
-def _header_value(key: str, value: Any) -> Any:
-    if isinstance(value, (dict, list, tuple)):
-        value = json.dumps(value, sort_keys=True, ensure_ascii=True, default=str)
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        value = value.item()
-    if isinstance(value, Path):
-        value = str(value)
-    if not isinstance(value, (str, int, float, bool)):
-        raise BadInputError(f"header {key}: cannot store a {type(value).__name__} in a FITS header")
-    if isinstance(value, float) and not np.isfinite(value):
-        raise BadInputError(f"header {key}: non-finite value {value}")
-    if isinstance(value, str) and not _PRINTABLE.fullmatch(value):
-        raise BadInputError(f"header {key}: value must be printable ASCII")
-    return value
-
-
-def _header_cards(header: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
-    """(keyword, value, comment) for the caller's header mapping."""
-    cards = []
-    for key, item in header.items():
-        keyword, comment = PROVENANCE_KEYWORDS.get(key, (str(key).upper(), _COMMENTS.get(str(key).upper(), "")))
-        if not _KEYWORD.fullmatch(keyword):
-            raise BadInputError(f"header key {key!r} is not a FITS keyword (A-Z, 0-9, _ or -, at most 8)")
-        if _STRUCTURAL.fullmatch(keyword) or keyword in ("COMMENT", "HISTORY"):
-            raise BadInputError(f"header key {key!r} is set by the writer")
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str) and not isinstance(item[0], tuple):
-            item, comment = item
-        if keyword == "CKPTSHA" and not re.fullmatch(r"[0-9a-f]{64}", str(item)):
-            raise BadInputError(f"checkpoint_sha256 must be 64 lower-case hex digits, got {item!r}")
-        cards.append((keyword, _header_value(keyword, item), comment))
-    return cards
-
-
 def _check_unique_ids(ids: NDArray) -> None:
     if ids.size == 0:
         return
@@ -232,19 +175,21 @@ def _check_unique_ids(ids: NDArray) -> None:
         raise BadInputError(f"column 'id' is not unique: {uniq[counts > 1][0].decode()!r} appears more than once")
 
 
-def _fitting_comment(keyword: str, value: Any, comment: str) -> str:
-    """The comment if it fits on the value's card (astropy warns when it truncates one), else ''."""
-    if isinstance(value, str) and len(value) > 60:  # a CONTINUE long string: no comment
-        return ""
-    text = str(fits.Card(keyword, value))
-    return comment if len(text.rstrip()) + 3 + len(comment) <= 80 else ""
+def _check_descriptions(descriptions: Mapping[str, str], specs: list[ColumnSpec]) -> dict[str, str]:
+    """Per-column TCOMM overrides: columns of this table, printable ASCII, at most 68 characters."""
+    names = {s.name for s in specs}
+    out = {}
+    for name, text in descriptions.items():
+        if name not in names:
+            raise BadInputError(f"description for column {name!r}, which is not in this catalogue")
+        if not isinstance(text, str) or not _PRINTABLE.fullmatch(text) or not 0 < len(text) <= 68:
+            raise BadInputError(f"description of {name!r} must be 1 to 68 printable ASCII characters, got {text!r}")
+        out[name] = text
+    return out
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _fits_hdus(specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, latent_dim: int) -> fits.HDUList:
+def _fits_hdus(specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, latent_dim: int,
+               descriptions: Mapping[str, str]) -> fits.HDUList:
     cols = []
     for spec in specs:
         arr = arrays[spec.name]
@@ -256,27 +201,18 @@ def _fits_hdus(specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, laten
     hdr = table.header
     for i, spec in enumerate(specs, start=1):
         hdr.set(f"TUCD{i}", spec.ucd, after=f"TDISP{i}")
-        hdr.set(f"TCOMM{i}", spec.description, after=f"TUCD{i}")
-    date = _now()
+        hdr.set(f"TCOMM{i}", descriptions.get(spec.name, spec.description), after=f"TUCD{i}")
+    date = utc_now()
     creator = f"galaxy-codae {__version__}"
     hdr["DATE"] = (date, _COMMENTS["DATE"])
     hdr["CREATOR"] = (creator, _COMMENTS["CREATOR"])
     hdr["LATDIM"] = (latent_dim, _COMMENTS["LATDIM"])
     if not any(k == "SWVERS" for k, _, _ in cards):
         hdr["SWVERS"] = (__version__, _COMMENTS["SWVERS"])
-    dropped = []
-    for keyword, value, comment in cards:
-        fitting = _fitting_comment(keyword, value, comment)
-        hdr[keyword] = (value, fitting)
-        if comment and not fitting:
-            dropped.append(f"{keyword}: {comment}")
-    if any(isinstance(v, str) and len(v) > 60 for _, v, _ in cards):
-        hdr.set("LONGSTRN", "OGIP 1.0", _COMMENTS["LONGSTRN"], before="DATE")
     if any(s.name == "flags" for s in specs):
         for bit, text in FLAG_BITS.items():
             hdr.add_comment(f"flags bit {bit}: {text}")
-    for text in dropped:  # comments too long for their keyword's card
-        hdr.add_comment(text[:72])
+    set_cards(hdr, cards, longstrn_before="DATE")  # comments too long for a card become COMMENT cards
     hdr.add_comment("Unknown float values are NaN. Pixels: 0-based, x right, y down.")
     hdr.add_comment("Angles: theta_deg CCW from +x as displayed; pa_deg E of N.")
     primary = fits.PrimaryHDU()
@@ -285,14 +221,15 @@ def _fits_hdus(specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, laten
     return fits.HDUList([primary, table])
 
 
-def _write_parquet(fileobj, specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, latent_dim: int) -> None:
+def _write_parquet(fileobj, specs: list[ColumnSpec], arrays: dict[str, NDArray], cards, latent_dim: int,
+                   descriptions: Mapping[str, str]) -> None:
     import pyarrow as pa  # only for parquet
     import pyarrow.parquet as pq
 
     fields, columns = [], []
     for spec in specs:
         arr = arrays[spec.name]
-        meta = {"ucd": spec.ucd, "description": spec.description}
+        meta = {"ucd": spec.ucd, "description": descriptions.get(spec.name, spec.description)}
         if spec.unit:
             meta["unit"] = spec.unit
         if spec.is_string:
@@ -301,10 +238,33 @@ def _write_parquet(fileobj, specs: list[ColumnSpec], arrays: dict[str, NDArray],
         else:
             fields.append(pa.field(spec.name, pa.from_numpy_dtype(arr.dtype), nullable=False, metadata=meta))
             columns.append(pa.array(arr))
-    header = {"DATE": _now(), "CREATOR": f"galaxy-codae {__version__}", "LATDIM": latent_dim, "SWVERS": __version__}
+    header = {"DATE": utc_now(), "CREATOR": f"galaxy-codae {__version__}", "LATDIM": latent_dim, "SWVERS": __version__}
     header.update({k: v for k, v, _ in cards})
-    schema = pa.schema(fields, metadata={"galaxy_codae.header": json.dumps(header, sort_keys=True)})
+    metadata = {"galaxy_codae.header": json.dumps(header, sort_keys=True)}
+    metadata.update(_astropy_parquet_metadata(specs, arrays, header, descriptions))
+    schema = pa.schema(fields, metadata=metadata)
     pq.write_table(pa.Table.from_arrays(columns, schema=schema), fileobj)
+
+
+def _astropy_parquet_metadata(specs: list[ColumnSpec], arrays: dict[str, NDArray], header: Mapping[str, Any],
+                              descriptions: Mapping[str, str]) -> dict[str, str]:
+    """The schema metadata astropy's own Parquet writer adds (``table_meta_yaml``, string widths).
+
+    With it, ``Table.read(path)`` (astropy) gives back units, descriptions, UCDs
+    (``meta['ucd']``) and the header keywords in ``Table.meta``, as for the FITS catalogue.
+    """
+    from astropy.table import meta as table_meta
+
+    table = Table(meta=dict(header))
+    for spec in specs:
+        arr = arrays[spec.name][:0]  # the YAML describes columns, not values
+        if spec.is_string:
+            arr = arr.astype(f"U{max(1, arrays[spec.name].dtype.itemsize)}")
+        table.add_column(Column(arr, name=spec.name, unit=spec.unit,
+                                description=descriptions.get(spec.name, spec.description), meta={"ucd": spec.ucd}))
+    out = {"table_meta_yaml": "\n".join(table_meta.get_yaml_from_table(table))}
+    out.update({f"table::len::{s.name}": str(max(1, arrays[s.name].dtype.itemsize)) for s in specs if s.is_string})
+    return out
 
 
 def write_catalog(
@@ -316,6 +276,7 @@ def write_catalog(
     overwrite: bool = False,
     format: Literal["fits", "parquet"] = "fits",
     partial: bool = False,
+    descriptions: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a catalogue atomically; return its path.
 
@@ -329,6 +290,8 @@ def write_catalog(
     (``software_version``, ``checkpoint_sha256``, ``image_size``, ``crop``, ``config``)
     or by FITS keywords; values are scalars, ``(value, comment)`` pairs, or dicts and
     lists (stored as JSON).  ``DATE``, ``CREATOR`` and ``LATDIM`` are set here.
+    ``descriptions``: column -> description replacing the schema's (``TCOMMn``, at most 68
+    printable characters), for example the names of the latents.
 
     Raises :class:`~pipeline.errors.BadInputError` if ``path`` exists and not
     ``overwrite``, if a column does not fit the schema, or a header value cannot be stored.
@@ -339,7 +302,8 @@ def write_catalog(
     if path.is_dir():
         raise BadInputError(f"{path} is a directory, not a catalogue file")
     if path.exists() and not overwrite:
-        raise BadInputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        raise BadInputError(f"{path} exists; pass --overwrite to replace it")
+    check_may_replace(path, error=BadInputError)  # only a file this project wrote
     if not path.parent.is_dir():
         raise BadInputError(f"directory {path.parent} does not exist")
 
@@ -352,22 +316,14 @@ def write_catalog(
         nrows = len(arrays[spec.name])
     if "id" in arrays:
         _check_unique_ids(arrays["id"])
-    cards = _header_cards(header or {})
+    cards = provenance_cards(header or {})
+    described = _check_descriptions(descriptions or {}, specs)
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if format == "fits":
-                _fits_hdus(specs, arrays, cards, latent_dim).writeto(f)
-            else:
-                _write_parquet(f, specs, arrays, cards, latent_dim)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        if format == "fits":
+            _fits_hdus(specs, arrays, cards, latent_dim, described).writeto(f)
+        else:
+            _write_parquet(f, specs, arrays, cards, latent_dim, described)
     return path
 
 
@@ -444,7 +400,7 @@ class CatalogReader:
         self.meta: dict[str, Any] = {
             key: hdr[key]
             for key in hdr
-            if key and key not in ("COMMENT", "HISTORY", "") and not _STRUCTURAL.fullmatch(key)
+            if key and key not in ("COMMENT", "HISTORY", "") and not STRUCTURAL.fullmatch(key)
         }
         self.meta.update({k: hdr[k] for k in ("DATE", "CREATOR", "LATDIM") if k in hdr})
 
