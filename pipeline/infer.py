@@ -58,6 +58,13 @@ Flags (bits of :mod:`catalogs.schema`)
 - ``FLAG_RECON_OUTLIER`` (4): ``recon_mse > median + 5 x 1.4826 x MAD`` over the whole
   catalogue (:data:`RECON_OUTLIER_K`), computed at the merge.
 
+Latent names
+------------
+Each part also holds the image properties of :func:`pipeline.latent_labels.measure_images`
+(same background ring and sigma); the merge correlates every ``z_i`` with them over the whole
+catalogue and writes the names into the ``TCOMM`` of ``z_i`` and the correlations into header
+cards (``ZLAB<i>``, ``R<card><i>``; see :mod:`pipeline.latent_labels`).
+
 Precision: float32 everywhere (CPU and CUDA); bfloat16 autocast is not used.
 """
 
@@ -85,6 +92,7 @@ from pipeline import __version__
 from pipeline.conventions import store_to_cutout_pixels, theta_to_pa, wrap_360
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.ids import as_str_ids, match_ids
+from pipeline.latent_labels import PROPERTIES, column_descriptions, correlations, header_cards, label_latents
 from pipeline.progress import Progress, Sink
 
 if TYPE_CHECKING:
@@ -344,7 +352,8 @@ def _part_ok(path: Path, plan: InferencePlan, start: int, stop: int) -> bool:
     try:
         with np.load(path, allow_pickle=False) as z:
             return (str(z["checkpoint_sha256"]) == plan.checkpoint_sha256 and int(z["start"]) == start
-                    and int(z["stop"]) == stop and len(z["id"]) == stop - start and "pa_err_deg" in z)
+                    and int(z["stop"]) == stop and len(z["id"]) == stop - start and "pa_err_deg" in z
+                    and all(f"prop_{k}" in z for k in PROPERTIES))
     except (OSError, ValueError, KeyError, EOFError):
         return False
 
@@ -359,6 +368,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
     import torch
 
     from pipeline.data.store import open_store
+    from pipeline.latent_labels import measure_images
     from pipeline.predict import ErrorCalibration, concat, predict_batch
 
     plan = read_plan(work_dir)
@@ -377,7 +387,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
     scale = 1.0 / 255.0 if st.info.dtype == "uint8" else 1.0
     images = st.read_images(start, stop)  # (n, C, S, S), one shard
     ids = _unicode(st.ids[start:stop])
-    preds = []
+    preds, props = [], []
     with torch.inference_mode():
         for a in range(0, len(images), plan.batch_size):
             batch = _to_device(images[a:a + plan.batch_size], scale, dev)
@@ -386,6 +396,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
             preds.append(predict_batch(model, batch, background_ring=plan.background_ring,
                                        background_sigma=plan.background_sigma, error_samples=plan.error_samples,
                                        error_seeds=seeds))
+            props.append(measure_images(batch, ring=plan.background_ring, k_sigma=plan.background_sigma))
     p = concat(preds)
 
     size = plan.size
@@ -418,6 +429,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
         "z": p.z.astype(np.float32), "recon_mse": p.recon_mse.astype(np.float32), "flags": flags,
         "start": np.int64(start), "stop": np.int64(stop), "checkpoint_sha256": np.str_(plan.checkpoint_sha256),
         "device": np.str_(str(dev)), "exported": np.bool_(exported),
+        **{f"prop_{k}": np.concatenate([b[k] for b in props]) for k in PROPERTIES},
     }
     _atomic_write(out, lambda f: np.savez(f, **arrays), "wb")
     return out
@@ -462,7 +474,8 @@ def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: 
             devices.add(str(z["device"]))
             exported.add(bool(z["exported"]))
             for name in ("id", "ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg",
-                         "moment_axis_ratio", "z", "recon_mse", *_ERROR_COLUMNS, "flags"):
+                         "moment_axis_ratio", "z", "recon_mse", *_ERROR_COLUMNS, "flags",
+                         *(f"prop_{k}" for k in PROPERTIES)):
                 cols.setdefault(name, []).append(z[name])
     data = {name: np.concatenate(v) for name, v in cols.items()}
     ids = data["id"]
@@ -495,6 +508,9 @@ def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: 
     flags = data["flags"][perm].copy()
     flags[~(table["recon_mse"] <= threshold)] |= FLAG_RECON_OUTLIER  # NaN is an outlier
     table["flags"] = flags
+    # name the latents by the image properties they follow (pipeline.latent_labels)
+    labels = label_latents(correlations(z, {k: data[f"prop_{k}"][perm] for k in PROPERTIES}),
+                           latent_names(plan.latent_dim))
 
     conf = {
         "store": plan.store, "checkpoint": plan.checkpoint, "model_kind": plan.model_kind,
@@ -514,10 +530,12 @@ def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: 
         "CROPX0": (plan.crop_start_x, "[pix] first column of the crop in the cutout"),
         "CROPY0": (plan.crop_start_y, "[pix] first row of the crop in the cutout"),
         "NOBJ": (len(ids), "rows: one per object in the store"), "config": conf,
+        **header_cards(labels),
     }
     from catalogs.fits_io import write_catalog
 
-    path = write_catalog(table, out, latent_dim=plan.latent_dim, header=header, overwrite=overwrite, format=format)
+    path = write_catalog(table, out, latent_dim=plan.latent_dim, header=header, overwrite=overwrite, format=format,
+                         descriptions=column_descriptions(labels))
     if cleanup:
         shutil.rmtree(plan.work, ignore_errors=True)
     return path

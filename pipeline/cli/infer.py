@@ -49,4 +49,14 @@ def run(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite, progress=not args.quiet,
                          error_samples=args.error_samples)
     print(f"infer: wrote {path}")
+    from catalogs.fits_io import open_catalog
+    from pipeline.latent_labels import NAME_THRESHOLD, format_labels, labels_from_header
+
+    with open_catalog(path) as cat:
+        labels = labels_from_header(cat.meta, int(cat.meta.get("LATDIM", 0)))
+    if labels:
+        print(f"infer: latents named by the image property they follow most "
+              f"(Pearson r; |r| < {NAME_THRESHOLD:g} is unnamed):")
+        for line in format_labels(labels):
+            print(f"  {line}")
     return 0
