@@ -11,7 +11,8 @@ cutout, x right, y down; ``theta_deg`` is counter-clockwise from +x as displayed
 [0, 360); ``pa_deg`` is East of North in [0, 180).
 
 Nulls: a float column has no FITS null value, so an unknown value is stored as NaN
-(``pa_deg`` where the survey's orientation is unknown, for example; the model's errors
+(``pa_deg`` where the orientation is unknown, exactly the rows with flag bit 1, so
+``isnull(pa_deg)`` and ``(flags & 1) != 0`` select the same rows; the model's errors
 where inference ran without an error ensemble).  ``id`` and ``flags`` are never null.
 """
 
