@@ -24,8 +24,8 @@ moments only approximate:
 One term is ours, not the paper's: the *aligned* reconstruction is pulled towards its
 own definition (moment centroid at the centre and, for moment priors, major axis
 along +x), with a constant weight.  Without it the decoder may draw the aligned image
-at any angle phi(z) and theta absorbs -phi(z) once beta has decayed (we saw the
-orientation error drift up again at the beta floor); with it theta keeps meaning the
+at any angle phi(z) and theta absorbs -phi(z) once beta has decayed (the orientation
+error drifts up again at the beta floor); with it theta keeps meaning the
 object's axis while beta decays.  The aligned image is noise-free, so its moments are
 exact and the term does not re-import per-image moment noise.
 """

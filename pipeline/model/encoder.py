@@ -88,8 +88,8 @@ class LearnedCentroid(nn.Module):
     At initialisation the factor is exactly 1, so the estimate *is* the moment centroid the loss
     anchors to; training may then down-weight pixels that belong to something else (a neighbour,
     an artefact).  Sky pixels weigh nothing, so the estimate is not pulled towards the frame
-    centre.  (The previous design weighted every pixel by softplus of a feature: the sky's
-    thousands of small positive weights shrank the centroid towards the centre, to 0.57 of the
+    centre.  (Weighting every pixel, sky included, by a positive feature would: the sky's
+    thousands of small positive weights shrink the centroid towards the centre, to 0.57 of the
     moment offset and 7 px RMS on XYRCS after 8 CPU minutes.)  The factors come from
     rotation-invariant features at full resolution and the sky level from the border ring, so
     the estimate moves and turns with the image (equivariant up to the borders).
