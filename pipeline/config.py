@@ -36,6 +36,9 @@ class ModelConfig:
     # layers on the flattened maps (not equivariant; reads any shape harmonic, for the shape sets)
     pose_readout: Literal["equivariant", "dense"] = "equivariant"
     latent_dim: int = 8  # size of the pose-invariant latent z
+    # B_inv also sees the image in its own frame (recentred and derotated by the pose) through a plain
+    # CNN of this first width (0: group-pooled features only, as in the paper)
+    aligned_encoder_width: int = 16
     hidden: int = 128  # width of the fully connected layers in both branches
     decoder_width: int = 16  # channels of the decoder's last up-sampling block (doubling per block upwards)
     learn_centroid: bool = True  # False for centred data (diffraction): x = y = 0
