@@ -18,7 +18,7 @@ from pipeline.config import LossConfig, ModelConfig
 from pipeline.geometry import warp_to_view
 from pipeline.loss import codae_loss, moment_targets
 from pipeline.model import CODAE
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.model.decoder import Decoder
 
 
@@ -45,7 +45,7 @@ class PlainAutoencoder(nn.Module):
                                      nn.Linear(cfg.hidden, cfg.latent_dim))
         self.decoder = Decoder(cfg)
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         h = self.trunk(images)
         p = self.pose(h)
         x, y = torch.tanh(p[:, 0]), torch.tanh(p[:, 1])
@@ -53,7 +53,7 @@ class PlainAutoencoder(nn.Module):
         theta = torch.atan2(d[:, 1], d[:, 0])
         z = self.content(h.amax(dim=(2, 3)))
         aligned = torch.sigmoid(self.decoder(z))
-        return CODAEOutput(x=x, y=y, theta=theta, direction=d, z=z, aligned=aligned,
+        return ModelOutput(x=x, y=y, theta=theta, direction=d, z=z, aligned=aligned,
                            same_view=warp_to_view(aligned, theta, x, y))
 
 

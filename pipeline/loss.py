@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import LossConfig
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.moments import com_orientation, harmonic_orientation, harmonic_sums, image_moments, subtract_background
 
 __all__ = ["MomentTargets", "moment_targets", "codae_loss", "LossTerms", "half_turn_significance"]
@@ -83,7 +83,7 @@ def moment_targets(images: torch.Tensor, cfg: LossConfig) -> MomentTargets:
     return MomentTargets(x=m.x, y=m.y, theta=h.theta, weight=h.strength, order=h.order)
 
 
-def codae_loss(out: CODAEOutput, images: torch.Tensor, targets: MomentTargets | None, beta: float,
+def codae_loss(out: ModelOutput, images: torch.Tensor, targets: MomentTargets | None, beta: float,
                cfg: LossConfig, *, learn_centroid: bool = True) -> LossTerms:
     """Loss of one batch; every term returned separately for logging.
 

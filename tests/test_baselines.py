@@ -12,7 +12,7 @@ from pipeline.checkpoint import load_model, save_checkpoint
 from pipeline.config import ModelConfig, RunConfig
 from pipeline.data.memory import ArrayDataset
 from pipeline.model import build_model, model_state_dict
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.train import train
 from tests.conftest import gaussian_ellipses
 
@@ -39,7 +39,7 @@ def test_forward_shapes_and_flags(kind):
     images = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         out = model(images)
-    assert isinstance(out, CODAEOutput)
+    assert isinstance(out, ModelOutput)
     assert out.same_view.shape == out.aligned.shape == (4, 3, 32, 32)
     assert out.z.shape == (4, 3) and out.x.shape == out.y.shape == out.theta.shape == (4,)
     assert out.direction.shape == (4, 2)

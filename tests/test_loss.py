@@ -12,7 +12,7 @@ from pipeline.config import LossConfig
 from pipeline.data.shapes import rasterize
 from pipeline.errors import ConfigError
 from pipeline.loss import aligned_term, codae_loss, moment_targets
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.moments import harmonic_orientation, image_moments, subtract_background
 
 SHAPES_CFG = LossConfig(orientation_orders=(2, 3, 4))
@@ -23,11 +23,11 @@ def _images(shape: str, turns_deg, x: float = 30.0, y: float = 34.0) -> torch.Te
     return torch.stack([torch.from_numpy(rasterize(shape, x, y, d, 10.0)) for d in turns_deg])[:, None].float()
 
 
-def _output(images: torch.Tensor, theta: torch.Tensor) -> CODAEOutput:
+def _output(images: torch.Tensor, theta: torch.Tensor) -> ModelOutput:
     """A model output that reproduces the images exactly and predicts ``theta`` (radians)."""
     b = images.shape[0]
     zero = torch.zeros(b)
-    return CODAEOutput(x=zero, y=zero, theta=theta, direction=torch.stack([torch.cos(theta), torch.sin(theta)], 1),
+    return ModelOutput(x=zero, y=zero, theta=theta, direction=torch.stack([torch.cos(theta), torch.sin(theta)], 1),
                        z=torch.zeros(b, 1), aligned=images, same_view=images)
 
 

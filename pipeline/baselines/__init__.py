@@ -1,9 +1,9 @@
 """Baselines of the CODAE paper's comparison, behind CODAE's interface.
 
 Each class takes a :class:`pipeline.config.ModelConfig`, returns
-:class:`pipeline.model.codae.CODAEOutput` from ``forward(images in [0, 1])`` and has
+:class:`pipeline.model.output.ModelOutput` from ``forward(images in [0, 1])`` and has
 ``decode_aligned(z)``, ``uses_moment_loss = False`` and ``has_pose``; all train through
-:func:`pipeline.train.train` (their regularisers arrive as ``CODAEOutput.extra_loss``) and are
+:func:`pipeline.train.train` (their regularisers arrive as ``ModelOutput.extra_loss``) and are
 built by kind through :func:`pipeline.model.build_model`:
 
 ==============  ==========================================  ========

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from pipeline.baselines.common import ConvDecoder, ConvEncoder, no_pose_output
 from pipeline.config import ModelConfig
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 
 __all__ = ["AE"]
 
@@ -37,6 +37,6 @@ class AE(nn.Module):
         """(B, D) -> images (B, C, S, S) in [0, 1] (no pose, so aligned = same view)."""
         return torch.sigmoid(self.decoder(z))
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         z = self.encoder(images)  # (B, D)
         return no_pose_output(z, self.decode_aligned(z), {})

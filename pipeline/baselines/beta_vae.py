@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from pipeline.baselines.common import ConvDecoder, ConvEncoder, gaussian_kl, no_pose_output, pixels, reparameterise
 from pipeline.config import ModelConfig
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 
 __all__ = ["BetaVAE"]
 
@@ -44,7 +44,7 @@ class BetaVAE(nn.Module):
         """(B, D) -> images (B, C, S, S) in [0, 1] (no pose, so aligned = same view)."""
         return torch.sigmoid(self.decoder(z))
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         mu, logvar = self.encode(images)
         z = reparameterise(mu, logvar, self.training)
         recon = self.decode_aligned(z)

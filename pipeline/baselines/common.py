@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.config import ModelConfig
 from pipeline.geometry import pose_to_affine
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 
 __all__ = [
     "ConvEncoder",
@@ -138,11 +138,11 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, prior_std: float = 1.0) 
     return 0.5 * (var_ratio + mu**2 / prior_std**2 - 1.0 - torch.log(var_ratio)).sum(dim=-1)
 
 
-def no_pose_output(z: torch.Tensor, recon: torch.Tensor, extra_loss: dict[str, torch.Tensor]) -> CODAEOutput:
+def no_pose_output(z: torch.Tensor, recon: torch.Tensor, extra_loss: dict[str, torch.Tensor]) -> ModelOutput:
     """Output of a model without pose: x = y = theta = 0, direction (1, 0), aligned = same view."""
     zero = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
     direction = torch.stack([torch.ones_like(zero), zero], dim=1)
-    return CODAEOutput(x=zero, y=zero, theta=zero, direction=direction, z=z, aligned=recon, same_view=recon,
+    return ModelOutput(x=zero, y=zero, theta=zero, direction=direction, z=z, aligned=recon, same_view=recon,
                        extra_loss=extra_loss)
 
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from pipeline.baselines.common import ConvEncoder, no_pose_output
 from pipeline.config import ModelConfig
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.model.decoder import Decoder
 
 __all__ = ["DAE"]
@@ -39,6 +39,6 @@ class DAE(nn.Module):
         """(B, D) -> images (B, C, S, S) in [0, 1]."""
         return torch.sigmoid(self.decoder(z))
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         z = self.encoder(images)  # (B, D)
         return no_pose_output(z, self.decode_aligned(z), {})

@@ -34,7 +34,7 @@ import torch.nn as nn
 from pipeline.baselines.common import ConvEncoder, pose_coordinates, wrap_angle
 from pipeline.config import ModelConfig
 from pipeline.geometry import warp_to_view
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.moments import com_orientation, image_moments, subtract_background
 
 __all__ = ["IRLINR", "HyperINR"]
@@ -124,7 +124,7 @@ class IRLINR(nn.Module):
         weight = torch.tanh(mag / (2.0 / images.shape[-1]))
         return (weight * (1.0 - (vec[:, 0] * torch.cos(angle) + vec[:, 1] * torch.sin(angle)))).mean()
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         x, y, vec, z = self.encode(images)
         theta = wrap_angle(torch.atan2(vec[:, 1], vec[:, 0]))
         same_view = self.draw(z, theta, x, y)
@@ -140,5 +140,5 @@ class IRLINR(nn.Module):
                      "consistency": CONSISTENCY_WEIGHT * ((z - z2) ** 2).mean()}
         with torch.set_grad_enabled(not self.training and torch.is_grad_enabled()):
             aligned = self.decode_aligned(z)  # the loss never uses it: no graph in training
-        return CODAEOutput(x=x, y=y, theta=theta, direction=vec, z=z, aligned=aligned, same_view=same_view,
+        return ModelOutput(x=x, y=y, theta=theta, direction=vec, z=z, aligned=aligned, same_view=same_view,
                            extra_loss=extra)

@@ -35,7 +35,7 @@ from pipeline.baselines.common import (
     wrap_angle,
 )
 from pipeline.config import ModelConfig
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 
 __all__ = ["SpatialVAE"]
 
@@ -65,7 +65,7 @@ class SpatialVAE(nn.Module):
         zero = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
         return self.draw(z, zero, zero, zero)
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         d = self.config.latent_dim
         h = self.encoder(images)  # (B, 2 D + 6)
         z_mu, z_logvar = h[:, :d], h[:, d:2 * d].clamp(-10, 10)
@@ -84,6 +84,6 @@ class SpatialVAE(nn.Module):
         x, y = (t_mu if not self.training else t).unbind(dim=1)
         with torch.set_grad_enabled(not self.training and torch.is_grad_enabled()):
             aligned = self.decode_aligned(z)  # the loss never uses it: no graph in training
-        return CODAEOutput(x=x, y=y, theta=theta, direction=torch.stack([torch.cos(theta), torch.sin(theta)], dim=1),
+        return ModelOutput(x=x, y=y, theta=theta, direction=torch.stack([torch.cos(theta), torch.sin(theta)], dim=1),
                            z=z_mu if not self.training else z, aligned=aligned, same_view=same_view,
                            extra_loss={"kl": self.config.kl_weight * kl.mean() / pixels(self.config)})

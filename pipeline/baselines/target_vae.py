@@ -43,7 +43,7 @@ from pipeline.baselines.common import (
     wrap_angle,
 )
 from pipeline.config import ModelConfig
-from pipeline.model.codae import CODAEOutput
+from pipeline.model.output import ModelOutput
 from pipeline.model.encoder import EquivariantTrunk
 
 __all__ = ["TargetVAE"]
@@ -96,7 +96,7 @@ class TargetVAE(nn.Module):
                 "mu": content[..., :d], "logvar": content[..., d:2 * d].clamp(-10, 10),
                 "shift": torch.tanh(content[..., 2 * d:]) * half_cell}
 
-    def forward(self, images: torch.Tensor) -> CODAEOutput:
+    def forward(self, images: torch.Tensor) -> ModelOutput:
         cfg = self.config
         a = self.attention(images)
         b, n, p = a["logits"].shape
@@ -126,6 +126,6 @@ class TargetVAE(nn.Module):
         with torch.set_grad_enabled(not self.training and torch.is_grad_enabled()):
             aligned = self.decode_aligned(z)  # the loss never uses it: no graph in training
         theta = wrap_angle(theta)
-        return CODAEOutput(x=x, y=y, theta=theta, direction=torch.stack([torch.cos(theta), torch.sin(theta)], dim=1),
+        return ModelOutput(x=x, y=y, theta=theta, direction=torch.stack([torch.cos(theta), torch.sin(theta)], dim=1),
                            z=mu if not self.training else z, aligned=aligned, same_view=same_view,
                            extra_loss={"kl": cfg.kl_weight * kl.mean() / pixels(cfg)})

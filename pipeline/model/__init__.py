@@ -7,7 +7,8 @@ load strictly into an eval-mode model).  We always save and load state dicts in
 :func:`pipeline.model.codae.load_model_state`.
 """
 
-from pipeline.model.codae import CODAE, CODAEOutput, load_model_state, model_state_dict
+from pipeline.model.codae import CODAE, load_model_state, model_state_dict
+from pipeline.model.output import ModelOutput
 from pipeline.model.registry import MODEL_KINDS, build_model
 
-__all__ = ["CODAE", "CODAEOutput", "model_state_dict", "load_model_state", "build_model", "MODEL_KINDS"]
+__all__ = ["CODAE", "ModelOutput", "model_state_dict", "load_model_state", "build_model", "MODEL_KINDS"]

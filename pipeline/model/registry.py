@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError
 
 __all__ = ["MODEL_KINDS", "build_model"]
 
-#: kind -> "module:Class"; every class takes a ModelConfig and returns CODAEOutput from forward.
+#: kind -> "module:Class"; every class takes a ModelConfig and returns ModelOutput from forward.
 MODEL_KINDS: dict[str, str] = {
     "codae": "pipeline.model.codae:CODAE",
     "ae": "pipeline.baselines.ae:AE",
