@@ -104,7 +104,7 @@ def fingerprint(path: str | Path, *, sha256: bool = False) -> dict[str, Any]:
     st = target.stat()
     fp: dict[str, Any] = {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if sha256 and target.is_file():
-        from pipeline.data.readers import file_sha256
+        from pipeline.hashing import file_sha256
 
         fp["sha256"] = file_sha256(target)
     return fp

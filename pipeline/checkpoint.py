@@ -26,6 +26,7 @@ import torch
 from catalogs import atomic
 from pipeline.config import RunConfig
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.hashing import file_sha256  # checkpoints are hashed for provenance (one definition)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -167,12 +168,3 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu"):
     except BadInputError as e:
         raise BadInputError(f"{path}: {e}") from None
     return model.eval(), state
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file (for provenance headers)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

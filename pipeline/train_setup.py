@@ -25,6 +25,7 @@ from pipeline.data.on_device import DeviceImages, use_data_on_device
 from pipeline.device import pick_device, set_cpu_threads
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.model import build_model, load_model_state
+from pipeline.model.batchnorm import sync_batch_norm
 from pipeline.schedules import peak_learning_rate
 
 __all__ = ["EpochSampler", "RunSetup", "set_up_run", "open_training_data", "distributed_from_environment",
@@ -174,11 +175,13 @@ def set_up_run(config: RunConfig, source: str | Path | Dataset, out: str | Path,
         print(f"train: images {where} ({why})", file=sys.stderr, flush=True)
 
     model = build_model(config.model).to(device)
-    if world > 1 and device.type == "cuda":
-        # Batch-norm statistics over the global batch, so every rank normalises alike (this includes
-        # the BatchNorm3d inside e2cnn's InnerBatchNorm).  SyncBatchNorm needs a GPU; on CPU (gloo)
-        # each rank normalises its own batch and DDP broadcasts rank 0's running statistics.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if world > 1:
+        # Batch-norm statistics over the global batch, so every rank normalises alike and keeps the
+        # same running statistics: the grouped batch norm all-reduces its own sums (CPU and CUDA);
+        # plain BatchNorm layers (the baselines') become SyncBatchNorm, which needs a GPU.
+        sync_batch_norm(model)
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     effective_batch = tc.batch_size * world
     # fused Adam on CUDA: the per-parameter loop was 35 % of a step's GPU time (H200, benchmarks/gpu.py)
     optim = torch.optim.Adam(model.parameters(), lr=peak_learning_rate(tc, effective_batch),

@@ -74,10 +74,9 @@ from pipeline.data.readers import (
     CropSpec,
     ImageInfo,
     RejectedImage,
-    file_sha256,
     probe_image,
-    read_catalog,
     read_cutout,
+    read_survey_catalog,
     resolve_in_root,
 )
 from pipeline.data.store import (
@@ -90,6 +89,7 @@ from pipeline.data.store import (
     write_rejects_csv,
 )
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.hashing import file_sha256
 from pipeline.progress import Progress, Sink
 
 __all__ = [
@@ -354,7 +354,7 @@ def plan_ingest(
     elif work.exists():
         shutil.rmtree(work)  # killed before its plan was written: nothing to keep
 
-    df = read_catalog(catalog, keep_str=(id_column, path_column))
+    df = read_survey_catalog(catalog, keep_str=(id_column, path_column))
     missing = [c for c in (id_column, path_column, ra_column, dec_column) if c not in df.columns]
     if missing:
         have = ", ".join(map(str, df.columns[:12]))

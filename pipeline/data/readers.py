@@ -26,7 +26,6 @@ rejects table instead of the store.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import stat
@@ -54,8 +53,7 @@ __all__ = [
     "resolve_in_root",
     "probe_image",
     "read_cutout",
-    "read_catalog",
-    "file_sha256",
+    "read_survey_catalog",
 ]
 
 #: Reasons a catalogue row is rejected (the ``reason`` column of the rejects table).
@@ -347,15 +345,6 @@ def read_cutout(path: Path, crop: CropSpec, *, expect: ImageInfo | None = None) 
 # ----------------------------------------------------------------------------- catalogues
 
 
-def file_sha256(path: Path, *, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fits_table(path: Path) -> pd.DataFrame:
     from astropy.table import Table
 
@@ -389,7 +378,7 @@ def _csv(path: Path, keep_str: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def read_catalog(path: Path, *, keep_str: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_survey_catalog(path: Path, *, keep_str: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read an input catalogue (parquet, FITS binary table in HDU 1, or CSV with a header row).
 
     The format is recognised from the file's first bytes.  CSV columns that parse as numbers
