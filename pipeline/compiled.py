@@ -7,7 +7,9 @@ compiler, an unsupported platform) or fail on a layer it cannot trace, and then 
 eagerly with one log line saying why.
 
 Parts are compiled in place (``nn.Module.compile``), so parameter names, state dicts and
-checkpoints are those of the eager model.  Compilation is lazy: a failure shows at the first
+checkpoints are those of the eager model.  The decoder is plain torch and traces whole; e2cnn's
+trunk expands its filters from the weights every training step with index tensors it reads back
+(``.item()``), so dynamo splits the trunk into several graphs (slower to compile, less to fuse).  Compilation is lazy: a failure shows at the first
 forward or backward, which is why :func:`uncompile` exists and the trainer retries that step
 eagerly (:func:`pipeline.train.train`).
 """
@@ -42,7 +44,7 @@ def compile_parts(model: torch.nn.Module, parts: tuple[str, ...] = COMPILED_PART
             getattr(model, p).compile(backend=BACKEND)
     except Exception as e:  # noqa: BLE001 - any failure means: train eagerly
         uncompile(model, found)
-        _log(f"cannot set up ({type(e).__name__}: {_first_line(e)})")
+        _log(f"cannot set up ({_reason(e)})")
         return []
     return found
 
@@ -58,13 +60,18 @@ def uncompile(model: torch.nn.Module, parts: list[str] | tuple[str, ...] = COMPI
 def fall_back(model: torch.nn.Module, parts: list[str], error: BaseException) -> list[str]:
     """Log why compiled ``parts`` failed, run them eagerly from now on; returns ``[]``."""
     uncompile(model, parts)
-    _log(f"{', '.join(parts)} failed ({type(error).__name__}: {_first_line(error)}); training eagerly")
+    _log(f"{', '.join(parts)} failed ({_reason(error)}); training eagerly")
     return []
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
+def _reason(e: BaseException) -> str:
+    """``Type: first line`` of ``e``, followed by its root cause's (a backend's own error is wrapped)."""
+    parts = []
+    while e is not None and len(parts) < 3:
+        text = str(e).strip().splitlines()
+        parts.append(f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__)
+        e = getattr(e, "inner_exception", None) or e.__cause__
+    return " <- ".join(parts)
 
 
 def _log(msg: str) -> None:
