@@ -7,9 +7,34 @@ import os
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
 
 from pipeline.data.analytic import gaussian_ellipses  # noqa: E402,F401  (re-exported for tests)
+
+
+def in_ci() -> bool:
+    """True under continuous integration: the ``CI`` variable set (as GitHub Actions, GitLab CI and
+    most runners do) to anything but empty, ``0``, ``false`` or ``no``."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def fitsverify(path) -> str:
+    """Run Debian's ``fitsverify`` on ``path`` and require 0 warnings and 0 errors; returns its report.
+
+    The one rule for every FITS check: without ``fitsverify`` the test is skipped on a
+    developer's machine and fails under CI (:func:`in_ci`), which installs it.
+    """
+    exe = shutil.which("fitsverify")
+    if exe is None:
+        if in_ci():
+            pytest.fail("fitsverify is not installed, and CI must run it (apt-get install fitsverify)")
+        pytest.skip("fitsverify is not installed (CI installs it: apt-get install fitsverify)")
+    report = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False).stdout
+    assert "Verification found 0 warning(s) and 0 error(s)" in report, report
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from pipeline.evaluate import (
     z_max_var,
     z_min_var,
 )
-from pipeline.evaluate.metrics import discretize_codes, discretize_factors
+from pipeline.evaluate.metrics import discretize_codes, discretize_factors, mutual_information_matrix
 
 NAMES = ["shape", "scale", "orientation", "x", "y"]
 N = 3000
@@ -120,10 +120,60 @@ def test_mixing_keeps_information(scores: dict[str, dict[str, float]]) -> None:
 
 
 def test_seed_makes_scores_reproducible(factors: np.ndarray) -> None:
+    """The same seed gives the same score; another seed another sample of votes (so the seed is used)."""
     z = mixed_code(factors)
-    assert z_diff(factors, z, seed=3) == z_diff(factors, z, seed=3)
-    assert z_min_var(factors, z, seed=3) == z_min_var(factors, z, seed=3)
-    assert z_max_var(factors, z, seed=np.random.default_rng(3)) == z_max_var(factors, z, seed=np.random.default_rng(3))
+    for metric in (z_diff, z_min_var, z_max_var):
+        a, b = metric(factors, z, seed=3), metric(factors, z, seed=np.random.default_rng(3))
+        assert a == b, metric.__name__
+        assert metric(factors, z, seed=4) != a, metric.__name__
+
+
+# ----------------------------------------------------------------------------- against independent oracles
+
+
+def test_mutual_information_matches_scikit_learn() -> None:
+    from sklearn.metrics import mutual_info_score
+
+    rng = np.random.default_rng(5)
+    f = rng.integers(0, 6, size=(2000, 3))
+    z = np.stack([f[:, 0] // 2, (f[:, 1] + rng.integers(0, 2, 2000)) % 6, rng.integers(0, 4, 2000)], axis=1)
+    mi = mutual_information_matrix(f, z)
+    for k in range(3):
+        for j in range(3):
+            assert mi[k, j] == pytest.approx(mutual_info_score(f[:, k], z[:, j]), abs=1e-12), (k, j)
+
+
+def test_balanced_accuracy_and_r2_match_scikit_learn() -> None:
+    from sklearn.metrics import balanced_accuracy_score, r2_score
+
+    from pipeline.evaluate.metrics import _balanced_accuracy, _r2
+
+    rng = np.random.default_rng(6)
+    y = rng.choice(4, size=500, p=[0.6, 0.25, 0.1, 0.05])  # unbalanced classes
+    pred = np.where(rng.random(500) < 0.7, y, rng.integers(0, 4, 500))
+    got, n_classes = _balanced_accuracy(y, pred)
+    assert n_classes == 4 and got == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    t = rng.normal(size=300)
+    p = 0.8 * t + 0.5 * rng.normal(size=300)
+    assert 0.0 < r2_score(t, p) < 1.0
+    assert _r2(t, p) == pytest.approx(r2_score(t, p), abs=1e-12)
+
+
+def test_mig_on_hand_computed_codes() -> None:
+    """A full factorial grid, so independent pairs carry exactly zero information.
+
+    Factors: v0 uniform on 4 values (H = log 4), v1 uniform on 2 (H = log 2).  Code A = (v0 // 2, v1):
+    v0's best latent holds log 2 of its log 4, the next 0 -> gap 1/2; v1's gap is 1: MIG = 3/4.
+    Code B = (v0, v0 // 2, v1): v0's two best latents hold log 4 and log 2 -> gap 1/2 again; MIG = 3/4.
+    Code C = (v0 + 4 v1): one latent holds both -> v0: (log 4 - 0)/log 4 = 1, v1: 1 -> MIG = 1 (MIG
+    does not see that one latent holds two factors).  Code D = (v0, v0, v1): v0's gap is 0 -> 1/2.
+    """
+    v0, v1 = np.meshgrid(np.arange(4), np.arange(2), indexing="ij")
+    f = np.repeat(np.stack([v0.ravel(), v1.ravel()], axis=1), 10, axis=0).astype(float)  # 80 rows
+    assert mig(f, np.stack([f[:, 0] // 2, f[:, 1]], axis=1)) == pytest.approx(0.75, abs=1e-12)
+    assert mig(f, np.stack([f[:, 0], f[:, 0] // 2, f[:, 1]], axis=1)) == pytest.approx(0.75, abs=1e-12)
+    assert mig(f, (f[:, 0] + 4 * f[:, 1])[:, None]) == pytest.approx(1.0, abs=1e-12)
+    assert mig(f, np.stack([f[:, 0], f[:, 0], f[:, 1]], axis=1)) == pytest.approx(0.5, abs=1e-12)
 
 
 def test_discretize_codes_keeps_ties_and_is_rank_based() -> None:

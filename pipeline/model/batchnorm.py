@@ -5,15 +5,25 @@ channels (which keeps equivariance), using ``BatchNorm3d`` on a (B, F, N, H, W) 
 CUDA with bf16 that 5-D kernel took 56 % of a training step's GPU time (H200, 64x64,
 batch 128; benchmarks/gpu.py).  Viewing the same data as (B, F, N*H, W) gives identical
 statistics (per field, over B, N, H, W) through the much faster 2-D kernel.
+
+Data-parallel training (DDP): :func:`sync_batch_norm` makes every :class:`FieldBatchNorm2d`
+of a model take its training statistics over the global batch, on CPU (gloo) and CUDA
+(NCCL) alike: the per-field sums, then the sums of squared deviations from the global mean,
+are all-reduced (:func:`torch.distributed.nn.functional.all_reduce`, so gradients flow through
+them as well), and every rank normalises with, and updates its running statistics from, the
+same numbers a single process would get from the whole batch.  (``nn.SyncBatchNorm`` cannot
+stand in: this module computes its statistics itself, and SyncBatchNorm needs a GPU.)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn as nn
 from e2cnn import nn as enn
 
-__all__ = ["RegularBatchNorm", "FieldBatchNorm2d", "var_mean_batch_norm"]
+__all__ = ["RegularBatchNorm", "FieldBatchNorm2d", "var_mean_batch_norm", "sync_batch_norm"]
 
 
 class FieldBatchNorm2d(nn.Module):
@@ -25,34 +35,85 @@ class FieldBatchNorm2d(nn.Module):
     float32: PyTorch's native batch-norm kernels parallelise over channels only, and with a few
     channels of many pixels (4 fields x 8 x 64 x 64 x batch) they left the GPU idle (bf16
     backward was 56 % of a step on an H200).  On CPU the native kernel is used.
+
+    After :func:`sync_batch_norm` (``synchronised``, ``process_group``), training-mode statistics
+    are those of the batch over every process of the group (see the module docstring).
     """
 
     def __init__(self, num_groups: int, group_size: int = 1, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
         self.bn = nn.BatchNorm2d(num_groups, eps=eps, momentum=momentum)
         self.group_size = group_size
+        self.process_group: Any = None  # None: this process's batch only
+        self.synchronised = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         f = c // self.group_size
+        if self.synchronised and self.training and _world_size(self.process_group) > 1:
+            return var_mean_batch_norm(x, self.bn, self.group_size, True, sync=True, process_group=self.process_group)
         if not x.is_cuda:
             return self.bn(x.reshape(b, f, self.group_size * h, w)).reshape(b, c, h, w)  # (B, F, N*H, W)
         return var_mean_batch_norm(x, self.bn, self.group_size, self.training)
 
 
-def var_mean_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, group_size: int, training: bool) -> torch.Tensor:
+def _world_size(group: Any) -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+
+
+def sync_batch_norm(model: nn.Module, process_group: Any = None) -> nn.Module:
+    """Make every :class:`FieldBatchNorm2d` in ``model`` take its training statistics over ``process_group``.
+
+    ``process_group``: None is the default (world) group.  In place; returns ``model``.  Plain
+    ``nn.BatchNorm*d`` layers elsewhere are left to ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+    """
+    for m in model.modules():
+        if isinstance(m, FieldBatchNorm2d):
+            m.process_group, m.synchronised = process_group, True
+    return model
+
+
+def _global_var_mean(x3: torch.Tensor, process_group: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(biased variance, mean, count) per field of (B, F, M) over every process of the group, float32.
+
+    Two all-reduces: the sums and counts give the global mean exactly; the sums of squared
+    deviations from it then give the variance without the cancellation of E[x^2] - mean^2.
+    """
+    from torch.distributed import ReduceOp
+    from torch.distributed.nn.functional import all_reduce
+
+    xf = x3.float()
+    local = torch.cat([xf.sum(dim=(0, 2)), xf.new_tensor([float(x3.shape[0] * x3.shape[2])])])
+    total = all_reduce(local, op=ReduceOp.SUM, group=process_group)
+    n = total[-1]
+    mean = total[:-1] / n  # (F,)
+    sq = ((xf - mean[None, :, None]) ** 2).sum(dim=(0, 2))
+    var = all_reduce(sq, op=ReduceOp.SUM, group=process_group) / n
+    return var, mean, n  # n stays a tensor: no wait for the device
+
+
+def var_mean_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, group_size: int, training: bool, *,
+                        sync: bool = False, process_group: Any = None) -> torch.Tensor:
     """Grouped batch norm by explicit float32 reductions (the CUDA path of :class:`FieldBatchNorm2d`).
 
-    Same results and running-statistic updates as ``bn`` on the (B, F, N*H, W) view.
+    Same results and running-statistic updates as ``bn`` on the (B, F, N*H, W) view.  With
+    ``sync`` (training only) the statistics are those of the batch of every process in
+    ``process_group`` (None: the default group).
     """
     b, c, h, w = x.shape
     x3 = x.reshape(b, c // group_size, -1)  # (B, F, N*H*W)
     if training:
-        var, mean = torch.var_mean(x3.float(), dim=(0, 2), unbiased=False)
-        with torch.no_grad():
+        if sync:
+            var, mean, n = _global_var_mean(x3, process_group)
+        else:
+            var, mean = torch.var_mean(x3.float(), dim=(0, 2), unbiased=False)
             n = x3.shape[0] * x3.shape[2]
-            bn.running_mean.lerp_(mean, bn.momentum)
-            bn.running_var.lerp_(var * n / max(n - 1, 1), bn.momentum)
+        with torch.no_grad():
+            bn.running_mean.lerp_(mean.detach(), bn.momentum)
+            unbiased = n / (n - 1) if torch.is_tensor(n) else n / max(n - 1, 1)  # a global n is > 1
+            bn.running_var.lerp_(var.detach() * unbiased, bn.momentum)
             bn.num_batches_tracked += 1
     else:
         mean, var = bn.running_mean, bn.running_var
