@@ -18,8 +18,8 @@ from pipeline.config import LossConfig, ModelConfig
 from pipeline.geometry import warp_to_view
 from pipeline.loss import codae_loss, moment_targets
 from pipeline.model import CODAE
-from pipeline.model.output import ModelOutput
 from pipeline.model.decoder import Decoder
+from pipeline.model.output import ModelOutput
 
 
 class PlainAutoencoder(nn.Module):

@@ -17,8 +17,8 @@ import torch.nn as nn
 
 from pipeline.baselines.common import ConvEncoder, no_pose_output
 from pipeline.config import ModelConfig
-from pipeline.model.output import ModelOutput
 from pipeline.model.decoder import Decoder
+from pipeline.model.output import ModelOutput
 
 __all__ = ["DAE"]
 

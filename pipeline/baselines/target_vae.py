@@ -43,8 +43,8 @@ from pipeline.baselines.common import (
     wrap_angle,
 )
 from pipeline.config import ModelConfig
-from pipeline.model.output import ModelOutput
 from pipeline.model.encoder import EquivariantTrunk
+from pipeline.model.output import ModelOutput
 
 __all__ = ["TargetVAE"]
 
