@@ -43,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=METRICS, default="standardised",
                    help="standardised: Euclidean on latents scaled by median and 1.4826 MAD; "
                         "euler: Euclidean on (cos z, sin z), as the decoder reads them (default standardised)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="exact search: faiss or numpy (default auto)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="exact search: kdtree (scipy), numpy or faiss (if installed); auto: the tree for one "
+                        "search, the faster of brute force and the tree for --all (default auto)")
     p.add_argument("--store", default=None, help="the Zarr store the catalogue was made from (for --png)")
     p.add_argument("--png", metavar="GRID.png", default=None, help="write the mosaic here (needs --store)")
     p.add_argument("--out", metavar="FILE", default=None,
@@ -82,19 +84,13 @@ def _check(args: argparse.Namespace) -> None:
             raise BadInputError(f"{path} exists; pass --overwrite to replace it")
 
 
-def _progress(quiet: bool):
-    if quiet:
-        return None
-    import time
-
-    last = [0.0]
+def _progress(bar):
+    """A ``progress(done, total, seconds)`` callback that moves ``bar`` (a :class:`pipeline.progress.Progress`)."""
 
     def report(done: int, total: int, seconds: float) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 5.0 or done == total:
-            last[0] = now
-            rate = done / seconds if seconds > 0 else float("nan")
-            sys.stderr.write(f"similar: {done}/{total} galaxies searched, {rate:.0f}/s\n")
+        if bar.total is None:
+            bar.set_total(total)
+        bar.update(done - bar.n)
 
     return report
 
@@ -106,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
     catalog = catalog_path(args)
     _check(args)
     if args.all:
-        table = all_similar(catalog, k=args.k or 10, where=args.where, metric=args.metric, backend=args.backend,
-                            progress=_progress(args.quiet))
+        from pipeline.progress import Progress
+
+        with Progress("similar", None, unit="galaxies", sink=not args.quiet) as bar:
+            table = all_similar(catalog, k=args.k or 10, where=args.where, metric=args.metric, backend=args.backend,
+                                progress=_progress(bar))
         write_neighbours(table, args.out, format=args.format, overwrite=args.overwrite, inputs=[catalog])
         print(f"similar: wrote {len(table)} pairs ({table.meta['NSEARCH']} galaxies x {args.k or 10}) to {args.out}")
         return 0
