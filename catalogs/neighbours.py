@@ -17,19 +17,25 @@ Search
 ------
 Exact: every distance is computed, nothing is approximated.  Backends:
 
-- ``faiss``: ``faiss.IndexFlatL2`` (exhaustive, blocked BLAS products with a heap per query;
-  multi-threaded).  The default when ``faiss-cpu`` is installed.
-- ``numpy``: blocked matrix products ``|q|^2 - 2 q.x + |x|^2`` in float32 with
+- ``kdtree``: ``scipy.spatial.cKDTree`` (exact; queries on every core).  It examines only the
+  branches that can hold a nearer point, so it is far faster than brute force when the latents
+  fill few dimensions (as trained latents do), and no worse than a scan when they fill many.
+- ``numpy``: brute force, blocked matrix products ``|q|^2 - 2 q.x + |x|^2`` in float32 with
   ``argpartition``; needs nothing beyond numpy.
+- ``faiss``: brute force with ``faiss.IndexFlatL2`` (blocked BLAS products, a heap per query,
+  OpenMP threads), used only when ``faiss-cpu`` happens to be installed.
 
-Both return the same neighbours (ties aside); the k distances are recomputed in float64 from the
-embedded coordinates, so they do not carry the float32 cancellation of the product form.
-Measured speeds and the reasons for the default are printed by ``benchmarks/similar.py``.
+All return the same neighbours (ties aside); the k distances are recomputed in float64 from the
+embedded coordinates, so they do not carry the float32 cancellation of the product form.  A
+single search uses the tree; a whole-catalogue search (``--all``) times brute force (faiss,
+else numpy) and the tree on its first queries and keeps the faster.  ``benchmarks/similar.py``
+prints the measurements behind this choice.
 
 Beyond a few million rows an exhaustive search stops being interactive; there, FAISS's
 ``IndexHNSWFlat`` or ``IndexIVFFlat`` (approximate, tunable recall) are the next step.
 
-Needs numpy and astropy (and faiss-cpu when present, imported only when used); never torch or prefect.
+Needs numpy and astropy (faiss-cpu when present and scipy for the tree, imported only when used);
+never torch or prefect.
 """
 
 from __future__ import annotations
@@ -62,8 +68,10 @@ __all__ = [
 
 #: distance definitions (see the module docstring).
 METRICS: tuple[str, ...] = ("standardised", "euler")
-#: search backends; ``auto`` is faiss when importable, else numpy.
-BACKENDS: tuple[str, ...] = ("auto", "faiss", "numpy")
+#: search backends (see :class:`NeighbourIndex` for ``auto``).
+BACKENDS: tuple[str, ...] = ("auto", "kdtree", "numpy", "faiss")
+#: queries ``auto`` times on each backend before it picks one for a whole-catalogue search.
+PROBE_QUERIES: int = 2000
 #: 1.4826 x MAD estimates the standard deviation of a normal distribution.
 MAD_TO_SIGMA: float = 1.482602218505602
 
@@ -143,7 +151,7 @@ def embed(z: NDArray, metric: str = "standardised", *, reference: NDArray | None
 
 
 def default_backend() -> str:
-    """``faiss`` when faiss-cpu imports, else ``numpy``."""
+    """The brute-force backend for many queries: ``faiss`` when faiss-cpu imports, else ``numpy``."""
     try:
         import faiss  # noqa: F401
     except ImportError:
@@ -154,8 +162,10 @@ def default_backend() -> str:
 class NeighbourIndex:
     """Exact k-nearest-neighbour search over points (N, D) float32 (see the module docstring).
 
-    ``backend``: ``auto`` (faiss if installed, else numpy), ``faiss`` or ``numpy``.
-    Building costs one copy of the points (and faiss's own copy with that backend).
+    ``backend``: ``kdtree``, ``numpy`` or ``faiss``, or ``auto``: the k-d tree for single
+    searches; for :meth:`all_neighbours`, whichever of brute force (faiss if installed, else
+    numpy) and the k-d tree is faster on a first block of queries (all exact).  ``backend`` holds the one in use.  Structures are built
+    on first use.
     """
 
     def __init__(self, points: NDArray, *, backend: str = "auto") -> None:
@@ -164,31 +174,47 @@ class NeighbourIndex:
         self.points = np.ascontiguousarray(points, dtype=np.float32)
         if self.points.ndim != 2:
             raise BadInputError(f"points must be (rows, dims), got shape {self.points.shape}")
-        self.backend = default_backend() if backend == "auto" else backend
-        self._faiss = None
-        self._sq = None
-        if self.backend == "faiss":
-            import faiss
-
-            self._faiss = faiss.IndexFlatL2(self.points.shape[1])
-            self._faiss.add(self.points)
-        else:
-            self._sq = np.einsum("ij,ij->i", self.points, self.points)  # (N,) |x|^2
+        self.auto = backend == "auto"
+        self.backend = "kdtree" if backend == "auto" else backend
+        self._built: dict[str, object] = {}
 
     def __len__(self) -> int:
         return len(self.points)
 
-    def _raw(self, queries: NDArray[np.float32], k: int) -> NDArray[np.int64]:
-        """Indices of the k nearest points of each query (Q, k), nearest first (float32 ranking)."""
-        if self._faiss is not None:
-            _, idx = self._faiss.search(queries, k)
+    def _structure(self, backend: str):
+        """The search structure of a backend, built once."""
+        if backend not in self._built:
+            if backend == "faiss":
+                import faiss
+
+                index = faiss.IndexFlatL2(self.points.shape[1])
+                index.add(self.points)
+                self._built[backend] = index
+            elif backend == "kdtree":
+                from scipy.spatial import cKDTree
+
+                self._built[backend] = cKDTree(self.points.astype(np.float64))
+            else:
+                self._built[backend] = np.einsum("ij,ij->i", self.points, self.points)  # (N,) |x|^2
+        return self._built[backend]
+
+    def _raw(self, queries: NDArray[np.float32], k: int, backend: str) -> NDArray[np.int64]:
+        """Indices of the k nearest points of each query (Q, k), nearest first."""
+        structure = self._structure(backend)
+        if backend == "faiss":
+            _, idx = structure.search(queries, k)
             return idx.astype(np.int64, copy=False)
+        if backend == "kdtree":
+            _, idx = structure.query(queries.astype(np.float64), k=k, workers=-1)
+            return np.asarray(idx, dtype=np.int64).reshape(len(queries), k)
         out = np.empty((len(queries), k), dtype=np.int64)
         for a in range(0, len(queries), _NUMPY_BLOCK):
             q = queries[a:a + _NUMPY_BLOCK]
-            d2 = self._sq[None, :] - 2.0 * (q @ self.points.T)  # (B, N); |q|^2 is the same along a row
-            part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(
-                np.arange(d2.shape[1]), (len(q), 1))
+            d2 = structure[None, :] - 2.0 * (q @ self.points.T)  # (B, N); |q|^2 is the same along a row
+            if k < d2.shape[1]:
+                part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            else:
+                part = np.tile(np.arange(d2.shape[1]), (len(q), 1))
             order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
             out[a:a + len(q)] = np.take_along_axis(part, order, axis=1)
         return out
@@ -200,12 +226,15 @@ class NeighbourIndex:
         order = np.argsort(dist, axis=1, kind="stable")
         return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
-    def search(self, queries: NDArray, k: int, *, exclude: NDArray | None = None) -> tuple[NDArray, NDArray]:
+    def search(self, queries: NDArray, k: int, *, exclude: NDArray | None = None,
+               backend: str | None = None) -> tuple[NDArray, NDArray]:
         """The ``k`` nearest points of each query: distances (Q, k) float64 and indices (Q, k) int64.
 
         ``exclude``: (Q,) an index per query to leave out (the query's own row; -1 for none).
-        Raises :class:`BadInputError` when fewer than ``k`` points remain.
+        ``backend``: override :attr:`backend` for this call.  Raises :class:`BadInputError` when
+        fewer than ``k`` points remain.
         """
+        backend = backend or self.backend
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -217,27 +246,37 @@ class NeighbourIndex:
         if k > available:
             raise BadInputError(f"k = {k} is larger than the {available} galaxies that can be neighbours")
         if exclude is None:
-            return self._exact(q, self._raw(q, k))
+            return self._exact(q, self._raw(q, k, backend))
         exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
-        raw = self._raw(q, k + 1)
+        raw = self._raw(q, k + 1, backend)
         keep = raw != exclude[:, None]
         # drop the excluded index where it was found, else the farthest of the k + 1
-        drop_last = keep.all(axis=1)
-        keep[drop_last, -1] = False
-        idx = raw[keep].reshape(len(q), k)
-        return self._exact(q, idx)
+        keep[keep.all(axis=1), -1] = False
+        return self._exact(q, raw[keep].reshape(len(q), k))
 
     def all_neighbours(self, k: int, *, block: int = 16384,
                        progress: Callable[[int, int, float], None] | None = None) -> tuple[NDArray, NDArray]:
         """Every point's ``k`` nearest other points: distances (N, k) and indices (N, k).
 
         Queries go in blocks of ``block`` rows; ``progress(done, total, seconds)`` after each.
+        With ``backend='auto'`` the first :data:`PROBE_QUERIES` queries are run by brute force and
+        by the k-d tree, and the faster goes on with the rest.
         """
         n = len(self)
         dist = np.empty((n, k), dtype=np.float64)
         idx = np.empty((n, k), dtype=np.int64)
         t0 = time.monotonic()
-        for a in range(0, n, block):
+        start = 0
+        if self.auto and n > PROBE_QUERIES:
+            rows = np.arange(PROBE_QUERIES)
+            seconds = {}
+            for backend in (default_backend(), "kdtree"):
+                t = time.monotonic()
+                dist[rows], idx[rows] = self.search(self.points[rows], k, exclude=rows, backend=backend)
+                seconds[backend] = time.monotonic() - t
+            self.backend = min(seconds, key=seconds.get)
+            start = PROBE_QUERIES
+        for a in range(start, n, block):
             rows = np.arange(a, min(a + block, n))
             dist[rows], idx[rows] = self.search(self.points[rows], k, exclude=rows)
             if progress is not None:

@@ -26,26 +26,18 @@ from pipeline.errors import BadInputError
 __all__ = ["store_rows", "read_cutouts", "turned_to", "render_mosaic", "similarity_mosaic", "save_png"]
 
 
-def _as_str(ids) -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.dtype.kind == "S":
-        return np.char.decode(arr, "ascii")
-    return np.asarray(arr.tolist(), dtype=np.str_)
-
-
 def store_rows(store, ids: Sequence[str]) -> np.ndarray:
-    """Row of each id in the open ``store``; a :class:`BadInputError` names the first id not there."""
-    ids = _as_str(list(ids))
-    store_ids = _as_str(store.ids)
-    order = np.argsort(store_ids, kind="stable")
-    ordered = store_ids[order]
-    pos = np.minimum(np.searchsorted(ordered, ids), max(len(ordered) - 1, 0))
-    found = ordered[pos] == ids if len(ordered) else np.zeros(len(ids), dtype=bool)
-    if not found.all():
-        missing = ids[~found]
+    """Row of each id in the open ``store`` (:func:`pipeline.ids.match_ids`); a :class:`BadInputError`
+    names the first id not there."""
+    from pipeline.ids import as_str_ids, match_ids
+
+    ids = as_str_ids(np.asarray([str(i) for i in ids]))
+    rows = match_ids(ids, store.ids)
+    if (rows < 0).any():
+        missing = ids[rows < 0]
         raise BadInputError(f"{len(missing)} id(s) are not in the store {store.path} (first: {str(missing[0])!r}); "
                             "was the catalogue made from another store?")
-    return order[pos]
+    return rows
 
 
 def read_cutouts(store, ids: Sequence[str]) -> np.ndarray:

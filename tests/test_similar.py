@@ -75,18 +75,33 @@ def clusters(tmp_path_factory):
 
 
 @pytest.mark.parametrize("d", [3, 16])
-def test_both_backends_find_the_exact_neighbours(d):
-    pytest.importorskip("faiss")
+def test_every_backend_finds_the_exact_neighbours(d):
+    import importlib.util
     rng = np.random.default_rng(d)
     points = rng.standard_normal((1500, d)).astype(np.float32)
     full = np.sqrt(((points[:, None, :].astype(np.float64) - points[None]) ** 2).sum(-1))
     np.fill_diagonal(full, np.inf)
     ref = np.argsort(full, axis=1)[:, :7]
-    for backend in ("numpy", "faiss"):
+    backends = ["numpy", "kdtree"] + (["faiss"] if importlib.util.find_spec("faiss") else [])
+    for backend in backends:
         dist, idx = NeighbourIndex(points, backend=backend).all_neighbours(7, block=400)
         assert (idx == ref).mean() > 0.999, backend  # ties in float32 ranking may swap a pair
         np.testing.assert_allclose(dist, np.take_along_axis(full, idx, axis=1), rtol=1e-9)
         assert (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_auto_times_brute_force_and_the_tree_and_stays_exact(monkeypatch):
+    import catalogs.neighbours as nb
+
+    monkeypatch.setattr(nb, "PROBE_QUERIES", 300)
+    points = np.random.default_rng(3).standard_normal((1200, 4)).astype(np.float32)
+    index = NeighbourIndex(points)
+    assert index.backend == "kdtree"  # single searches: the tree
+    dist, idx = index.all_neighbours(5, block=500)
+    assert index.backend in ("faiss", "numpy", "kdtree")
+    ref_d, ref_i = NeighbourIndex(points, backend="numpy").all_neighbours(5)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-9)
+    assert (idx == ref_i).mean() > 0.999
 
 
 def test_standardised_metric_uses_median_and_mad():
