@@ -10,7 +10,9 @@ only linked by path, to keep the Prefect database small.
 
 Keys (lowercase, dashes; the latest version of each is on the Artifacts page):
 ``galaxy-codae-counts``, ``galaxy-codae-loss-curves``, ``galaxy-codae-reconstructions``,
-``galaxy-codae-traversals``, ``galaxy-codae-stacks``, ``galaxy-codae-summary``.
+``galaxy-codae-traversals``, ``galaxy-codae-stacks``, ``galaxy-codae-summary``.  The summary links the
+run's HTML report (``OUT/report.html``, :mod:`pipeline.report`) by its ``file://`` URL and path: a page
+served over http may not follow the link, so the path is printed beside it to open by hand.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def _image_md(title: str, png: Path) -> str:
 
 
 def publish(*, summary: Any, trained: Any, catalogue: str, n_catalogued: int, stacks: list[dict[str, Any]],
-            selections: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+            selections: list[dict[str, Any]], out: Path, report: str | None = None) -> dict[str, Any]:
     """Create every artifact of the run (in the calling flow run); returns their ids by key."""
     ids: dict[str, Any] = {}
     ids["galaxy-codae-counts"] = create_table_artifact(
@@ -121,8 +123,11 @@ def publish(*, summary: Any, trained: Any, catalogue: str, n_catalogued: int, st
         f"{' (stopped at the time budget)' if trained.stopped_early else ''}, final loss {trained.final_loss:.5f} |",
         f"| run directory | `{trained.run_dir}` |",
         f"| stacks | {len(stacks)} selections, {len(previews)} previews in `{stack_dir}` |",
-        "",
     ]
+    if report is not None:
+        lines.append(f"| report | [{Path(report).name}]({Path(report).resolve().as_uri()}) `{report}` "
+                     "(one self-contained page: open it in a browser) |")
+    lines.append("")
     lines += [_image_md(title, figures / name) for name, (_, title) in FIGURES.items()]
     ids["galaxy-codae-summary"] = create_markdown_artifact(
         key="galaxy-codae-summary", markdown="\n".join(lines), description="Catalogue path and key figures")

@@ -27,6 +27,7 @@ Outputs, under ``out``::
                                  resumes an incompatible run; budget changes resume the same run)
     catalog.fits                 the catalogue of ../shared/CONTRACT.md
     stacks/<name>.fits (+ PNG previews)
+    report.html                  the run at a glance, one self-contained page (pipeline.report)
     .prefect-results/            persisted task results (the cache)
 """
 
@@ -352,11 +353,14 @@ def galaxy_codae(
             catalogue, store, str(out_p / "stacks"), selections, results)
 
     n_catalogued = artifacts.catalogue_rows(catalogue)
+    # the page is rebuilt on every run (a few seconds): it shows whatever the run directory now holds
+    report = t.write_report.with_options(result_storage=results, refresh_cache=True)(
+        str(out_p), str(out_p / "report.html"), t.digest(t.fingerprint(catalogue), t.fingerprint(store)))
     artifacts.publish(summary=summary, trained=trained, catalogue=catalogue, n_catalogued=n_catalogued,
-                      stacks=stacked, selections=selections, out=out_p)
+                      stacks=stacked, selections=selections, out=out_p, report=report)
     logger.info("galaxy-codae: catalogue %s (%d rows); run %s; stacks in %s", catalogue, n_catalogued, run_dir,
                 out_p / "stacks")
     return {"out": str(out_p), "store": store, "run_dir": run_dir, "checkpoint": str(trained.checkpoint),
             "catalogue": catalogue, "n_ingested": summary.n_stored, "n_rejected": summary.n_rejected,
             "n_catalogued": n_catalogued, "stacks": [str(Path(out_p / "stacks" / f"{s['name']}.fits"))
-                                                     for s in selections]}
+                                                     for s in selections], "report": report}

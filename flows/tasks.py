@@ -44,6 +44,7 @@ __all__ = [
     "infer_shard",
     "merge_parts",
     "stack_selection",
+    "write_report",
 ]
 
 #: Folder (under the flow's output directory) holding the persisted task results the cache reads.
@@ -232,3 +233,14 @@ def stack_selection(catalog: str, store: str, out: str, name: str, where: str | 
                          overwrite=overwrite)
     return {"out": out, "stacks": [{"extname": r.extname, "n": r.n, "bin_lo": r.bin_lo, "bin_hi": r.bin_hi,
                                     "preview": None if r.preview is None else str(r.preview)} for r in done]}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@task(name="report", **_options())
+def write_report(out_dir: str, html: str, key: str) -> str:
+    """The run's self-contained HTML page (:func:`pipeline.report.write_report`); returns its path."""
+    from pipeline.report import write_report as write
+
+    return str(write(Path(out_dir), Path(html), overwrite=True))

@@ -1,4 +1,4 @@
-"""``galaxy-codae run``: the whole flow (ingest, train, infer, stack) in one process.
+"""``galaxy-codae run``: the whole flow (ingest, train, infer, stack, report) in one process.
 
 Runs the Prefect flow ``galaxy-codae`` (:mod:`flows.galaxy_codae`) without a server: Prefect's
 ephemeral mode starts a temporary API in the background for the length of the run (its database
@@ -86,4 +86,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"run dir    {result['run_dir']}")
     for s in result["stacks"]:
         print(f"stack      {s}")
+    print(f"report     {result['report']}")
     return 0
