@@ -223,7 +223,9 @@ class AlignedEncoder(nn.Module):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             cin = cout
         self.convs = nn.Sequential(*layers)
-        side = image_size // 16
+        side = image_size
+        for _ in range(4):  # stride 2, padding 1, kernel 3: ceil(side / 2)
+            side = (side + 1) // 2
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, out_features), nn.ReLU(inplace=True))
 
     def forward(self, images: torch.Tensor, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
