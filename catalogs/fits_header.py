@@ -29,6 +29,7 @@ __all__ = [
     "PRINTABLE",
     "PROVENANCE_KEYWORDS",
     "STRUCTURAL",
+    "WRITER_KEYWORDS",
     "header_value",
     "printable",
     "provenance_cards",
@@ -56,10 +57,14 @@ COMMENTS.update(
     }
 )
 
-#: keywords the writer owns; a caller may not set them.
+#: keywords every writer of ours sets itself (catalogues, selections, stacks): a caller may not set
+#: them and a copy of another file's header leaves them out.  Readers report all but LONGSTRN (a
+#: convention flag, not provenance).
+WRITER_KEYWORDS = ("DATE", "CREATOR", "LATDIM", "LONGSTRN")
+#: keywords the writer owns (the table's structure and :data:`WRITER_KEYWORDS`); a caller may not set them.
 STRUCTURAL = re.compile(
     r"(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|TFIELDS|EXTNAME|EXTVER|THEAP|END|"
-    r"T(TYPE|FORM|UNIT|UCD|COMM|DISP|NULL|SCAL|ZERO|DIM)\d+|DATE|LATDIM|CREATOR|LONGSTRN|CHECKSUM|DATASUM)"
+    r"T(TYPE|FORM|UNIT|UCD|COMM|DISP|NULL|SCAL|ZERO|DIM)\d+|" + "|".join(WRITER_KEYWORDS) + "|CHECKSUM|DATASUM)"
 )
 _KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
 PRINTABLE = re.compile(r"[ -~]*")

@@ -48,7 +48,7 @@ from catalogs.atomic import atomic_open, check_may_replace
 from catalogs.errors import BadInputError
 from catalogs.fits_header import COMMENTS as _COMMENTS
 from catalogs.fits_header import PRINTABLE as _PRINTABLE
-from catalogs.fits_header import PROVENANCE_KEYWORDS, STRUCTURAL, provenance_cards, set_cards, utc_now
+from catalogs.fits_header import PROVENANCE_KEYWORDS, STRUCTURAL, WRITER_KEYWORDS, provenance_cards, set_cards, utc_now
 from catalogs.schema import FLAG_BITS, LATENT_PREFIX, ColumnSpec, catalog_schema, column_spec
 
 __all__ = [
@@ -402,7 +402,7 @@ class CatalogReader:
             for key in hdr
             if key and key not in ("COMMENT", "HISTORY", "") and not STRUCTURAL.fullmatch(key)
         }
-        self.meta.update({k: hdr[k] for k in ("DATE", "CREATOR", "LATDIM") if k in hdr})
+        self.meta.update({k: hdr[k] for k in WRITER_KEYWORDS if k in hdr and k != "LONGSTRN"})
 
     def _open_parquet(self) -> None:
         import pyarrow.parquet as pq  # only for parquet

@@ -21,6 +21,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from catalogs.errors import BadInputError, QueryError
+from catalogs.fits_header import WRITER_KEYWORDS
 from catalogs.fits_io import open_catalog
 from catalogs.formats import output_format, write_table
 from catalogs.rowfilter import compile_filter, describe_names, is_blank
@@ -192,10 +193,6 @@ def count(path: str | os.PathLike, where: str | None = None, *, cone: Cone | Non
         return cat.nrows if rows is None else len(rows)
 
 
-#: header keywords the writer sets itself; a selection does not copy them from its source.
-_OWN_KEYWORDS = {"DATE", "CREATOR", "LATDIM", "LONGSTRN"}
-
-
 def write_selection(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -220,7 +217,7 @@ def write_selection(
     table = query_catalog(path, where, columns, cone=cone)
     with open_catalog(path) as cat:
         source_rows = cat.nrows
-    header: dict[str, Any] = {k: v for k, v in table.meta.items() if k not in _OWN_KEYWORDS}
+    header: dict[str, Any] = {k: v for k, v in table.meta.items() if k not in WRITER_KEYWORDS}  # the writer sets them
     header["SELECT"] = ("" if is_blank(where) else where, "row filter that made this selection")
     if cone is not None:
         header["CONE"] = (cone.describe(), "cone search: RA DEC (deg) and radius")

@@ -143,7 +143,7 @@ def stack_catalog(catalog: str | os.PathLike, store: str | os.PathLike, out: str
     import torch
 
     from catalogs.atomic import check_may_replace
-    from catalogs.fits_header import printable, utc_now
+    from catalogs.fits_header import WRITER_KEYWORDS, printable, utc_now
     from catalogs.fits_io import open_catalog
     from pipeline import __version__
     from pipeline.data.store import open_store
@@ -231,7 +231,7 @@ def stack_catalog(catalog: str | os.PathLike, store: str | os.PathLike, out: str
     if bin_by is not None:
         primary += [("BINCOL", sel.bin_by, "column binned by quantiles"), ("NBINS", bins, "quantile bins"),
                     ("NNULLBIN", int((sel.which < 0).sum()), "selected rows left out: NaN in BINCOL")]
-    own = {key for key, _, _ in primary} | {"DATE", "CREATOR", "LONGSTRN"}
+    own = {key for key, _, _ in primary} | set(WRITER_KEYWORDS)
     for key, value in cat_meta.items():  # the catalogue's provenance, as it was
         if key in own or not isinstance(value, (str, int, float, bool)):
             continue
