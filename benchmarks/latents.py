@@ -36,6 +36,8 @@ made with the model of the last step and the autoencoder gets the same number of
     python benchmarks/latents.py --n 2000 --steps 1500 --config run.yaml --out /tmp/latents
     python benchmarks/latents.py --n 2000 --checkpoint RUN/checkpoint.pt --ae-checkpoint AE/checkpoint.pt
 
+Budgets: ``--minutes`` and/or ``--steps`` (whichever ends first) for both models; with
+``--checkpoint`` and neither, the autoencoder trains for as many steps as the checkpoint did.
 The survey and store are cached under ``--cache`` (by n, seed and image size) and reused by later
 runs.  Not a CI gate: it prints figures; CSVs and the PNG go to ``--out``.
 """
@@ -61,7 +63,7 @@ from pipeline.config import RunConfig, load_config  # noqa: E402
 from pipeline.errors import BadInputError, ConfigError  # noqa: E402
 
 #: truth property -> (what it is, how it is computed from the truth table).  Frames: pixels of the
-#: 424-pixel cutout; the simulator's draws (pipeline.data.galaxies.sample_galaxies) and their
+#: 424-pixel cutout; the simulator's draws (pipeline.simulate.galaxies.sample_galaxies) and their
 #: direct consequences (flux from size and surface brightness, total colours from the components).
 TRUTH: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray]]] = {
     "axis_ratio": ("intrinsic minor/major axis ratio", lambda t: t["axis_ratio"]),
@@ -95,7 +97,7 @@ OFF_GRID_DEG = (30.0, 45.0)
 def survey_store(cache: Path, n: int, seed: int, size: int) -> tuple[Path, pd.DataFrame]:
     """The cached demo survey's store and truth (made when absent)."""
     from pipeline.data.ingest import ingest_survey
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
 
     root = cache / f"n{n}-seed{seed}"
     survey = root / "survey"
