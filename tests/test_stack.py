@@ -13,6 +13,7 @@ from astropy.stats import sigma_clipped_stats
 from PIL import Image
 
 from catalogs.fits_io import write_catalog
+from catalogs.schema import catalog_schema
 from pipeline.cli import main
 from pipeline.conventions import fits_to_display
 from pipeline.data.ingest import ingest_survey
@@ -27,8 +28,10 @@ from tests.conftest import fitsverify
 SIZE = 48
 Q = 0.45  # axis ratio of every rendered galaxy
 N = 64
-#: the catalogue's error columns, unknown (NaN): stacking does not read them.
-_NO_ERRORS = {name: np.full(N, np.nan) for name in ("pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg")}
+#: the catalogue's other float columns (errors, ...), unknown (NaN): stacking does not read them.
+_NO_ERRORS = {c.name: np.full(N, np.nan) for c in catalog_schema(1) if c.dtype.kind == "f" and c.name not in
+              ("ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg", "moment_axis_ratio", "z_0",
+               "recon_mse")}
 
 
 def ellipse(x0: float, y0: float, theta_deg: float, q: float, sigma: float, rng: np.random.Generator,

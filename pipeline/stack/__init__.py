@@ -93,8 +93,11 @@ def _pixel_scale(pixel_scale: float | str | None, table, rows: np.ndarray, store
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return Scale(float(value) * per_cutout, "catalogue header PIXSCALE")
         return None
-    if not isinstance(pixel_scale, str) or _is_number(pixel_scale):
-        value = float(pixel_scale)
+    try:
+        value = float(pixel_scale)  # a number (or its text) ...
+    except ValueError:
+        value = None  # ... or a column name
+    if value is not None:
         if not (np.isfinite(value) and value > 0):
             raise ConfigError(f"--pixel-scale must be a positive number of arcsec per cutout pixel, got {pixel_scale}")
         return Scale(value * per_cutout, "--pixel-scale (arcsec per cutout pixel)")
@@ -112,14 +115,6 @@ def _pixel_scale(pixel_scale: float | str | None, table, rows: np.ndarray, store
     arcsec = values * per_cutout
     return Scale(float(np.median(arcsec)), f"{where} column {pixel_scale} (median)",
                  (float(arcsec.min()), float(arcsec.max())))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def stack_catalog(catalog: str | os.PathLike, store: str | os.PathLike, out: str | os.PathLike, *,
