@@ -131,7 +131,7 @@ def main() -> None:
 
     from flows.galaxy_codae import DEFAULT_STACKS
     from pipeline.config import RunConfig
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
 
     cfg = RunConfig().replace(train={"max_epochs": args.max_epochs, "device": "cpu"})
     if args.tiny:

@@ -26,11 +26,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from pipeline.config import LossConfig, ModelConfig, RunConfig
-from pipeline.data.analytic import gaussian_ellipses
 from pipeline.data.dataset import StoreImageDataset
 from pipeline.data.ingest import ingest_survey
 from pipeline.loss import codae_loss, moment_targets
 from pipeline.model import CODAE, load_model_state, model_state_dict
+from pipeline.simulate.analytic import gaussian_ellipses
 
 
 def make_store(work: Path, n: int, size: int) -> Path:

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.data.ingest import ingest_survey  # noqa: E402
 from pipeline.data.store import open_store  # noqa: E402
-from pipeline.data.survey import write_demo_survey  # noqa: E402
 from pipeline.infer import infer_catalog, load_inference_model  # noqa: E402
 from pipeline.predict import predict_batch  # noqa: E402
+from pipeline.simulate.survey import write_demo_survey  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
 

@@ -197,7 +197,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     survey = args.survey
     if survey is None:
-        from pipeline.data.survey import write_demo_survey
+        from pipeline.simulate.survey import write_demo_survey
 
         t = time.perf_counter()
         survey = write_demo_survey(tmp / "survey", args.n, seed=1, workers=2, progress=False)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from pipeline.conventions import angle_diff_180, theta_to_pa
-from pipeline.data.survey import write_demo_survey
 from pipeline.moments import image_moments, subtract_background
+from pipeline.simulate.survey import write_demo_survey
 
 
 def moment_pa_error(survey: Path) -> float:

@@ -1,6 +1,6 @@
 """Are the catalogue's pose errors honest?  Calibration of pa_err_deg, x_err_pix, y_err_pix, moment_pa_err_deg.
 
-On demo surveys with truth (:func:`pipeline.data.survey.write_demo_survey`) at several sky
+On demo surveys with truth (:func:`pipeline.simulate.survey.write_demo_survey`) at several sky
 noise levels (the default draw, S/N of a few thousand, and fixed levels down to S/N ~ 10), the
 catalogue is made with :func:`pipeline.infer.infer_catalog` and an uncalibrated ensemble
 (scale 1, no floor: the raw spreads), then:
@@ -49,7 +49,6 @@ from pipeline.config import RunConfig  # noqa: E402
 from pipeline.conventions import angle_diff_180, theta_to_pa  # noqa: E402
 from pipeline.data.ingest import ingest_survey  # noqa: E402
 from pipeline.data.store import open_store  # noqa: E402
-from pipeline.data.survey import write_demo_survey  # noqa: E402
 from pipeline.infer import NEAR_ROUND_AXIS_RATIO, PA_ERROR_ILL_DEFINED_DEG, infer_catalog  # noqa: E402
 from pipeline.predict import (  # noqa: E402
     CALIBRATION_FILE,
@@ -58,6 +57,7 @@ from pipeline.predict import (  # noqa: E402
     fit_error_calibration,
     write_calibration,
 )
+from pipeline.simulate.survey import write_demo_survey  # noqa: E402
 
 #: spreads as they are: scale 1, no floor (what the calibration is fitted on).
 RAW = ErrorCalibration(pa_scale=1.0, pa_floor_deg=0.0, x_scale=1.0, y_scale=1.0, xy_floor_pix=0.0, samples=0,

@@ -1,6 +1,6 @@
 """Model against moments in survey regimes: a neighbour, a star, a faint galaxy, a lopsided galaxy.
 
-For each regime of :mod:`pipeline.data.regimes` (clean, neighbour, star, faint, lopsided) this
+For each regime of :mod:`pipeline.simulate.regimes` (clean, neighbour, star, faint, lopsided) this
 writes a simulated survey with truth, ingests it at ``--size`` pixels, trains CODAE (or takes
 checkpoints), runs the catalogue inference (:func:`pipeline.infer.infer_catalog`, the same code
 as ``galaxy-codae infer``) and prints one table, regimes as columns:
@@ -56,7 +56,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from pipeline.conventions import angle_diff_180, normalized_to_pixel, store_to_cutout_pixels  # noqa: E402
-from pipeline.data.regimes import REGIMES  # noqa: E402
+from pipeline.simulate.regimes import REGIMES  # noqa: E402
 
 #: Elongated targets (a defined axis): intrinsic axis ratio at most this.
 ELONGATED_AXIS_RATIO = 0.6
@@ -180,7 +180,7 @@ def moment_direction(signal: np.ndarray, x: np.ndarray, y: np.ndarray, theta_deg
 # --- steps: survey, store, training, catalogue (each reused when already there) ---
 
 def _survey(work: Path, name: str, regimes: dict[str, float], n: int, seed: int, workers: int) -> Path:
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
 
     out = work / f"survey-{name}"
     want = {"n": n, "seed": seed, "regimes": regimes}

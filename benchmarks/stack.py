@@ -31,9 +31,9 @@ from catalogs.fits_io import read_catalog, write_catalog  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.conventions import angle_diff_180, pa_to_theta  # noqa: E402
 from pipeline.data.ingest import ingest_survey  # noqa: E402
-from pipeline.data.survey import write_demo_survey  # noqa: E402
 from pipeline.infer import infer_catalog  # noqa: E402
 from pipeline.moments import image_moments, subtract_background  # noqa: E402
+from pipeline.simulate.survey import write_demo_survey  # noqa: E402
 from pipeline.stack import stack_catalog  # noqa: E402
 from pipeline.train import train  # noqa: E402
 

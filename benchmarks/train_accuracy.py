@@ -32,8 +32,8 @@ from pipeline.config import RunConfig  # noqa: E402
 from pipeline.conventions import angle_diff_180, store_to_cutout_pixels, theta_to_pa  # noqa: E402
 from pipeline.data.ingest import ingest_survey  # noqa: E402
 from pipeline.data.store import open_store  # noqa: E402
-from pipeline.data.survey import write_demo_survey  # noqa: E402
 from pipeline.predict import concat, predict_batch  # noqa: E402
+from pipeline.simulate.survey import write_demo_survey  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
 

@@ -123,7 +123,7 @@ def digest(*parts: Any) -> str:
 @task(name="demo-survey", **_options())
 def demo_survey(out: str, n: int, seed: int, size: int) -> str:
     """Write the simulated demo survey (Galaxy Zoo DECaLS layout) to ``out``."""
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
 
     return str(write_demo_survey(Path(out), n, seed=seed, size=size, overwrite=True, progress=False))
 
@@ -144,9 +144,9 @@ def plan_ingest(catalog: str, images: str, store: str, size: int, shard_size: in
 @task(name="ingest-block", task_run_name="ingest-block-{shard_index}", **_options())
 def ingest_block(work: str, shard_index: int, key: str) -> Any:
     """Decode catalogue block ``shard_index`` into staging (bad rows are counted, not raised)."""
-    from pipeline.data.ingest import ingest_shard
+    from pipeline.data.ingest import decode_block
 
-    return ingest_shard(Path(work), shard_index)
+    return decode_block(Path(work), shard_index)
 
 
 @task(name="layout-store", **_options())

@@ -12,7 +12,7 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.data.analytic import gaussian_ellipses  # noqa: E402,F401  (re-exported for tests)
+from pipeline.simulate.analytic import gaussian_ellipses  # noqa: E402,F401  (re-exported for tests)
 
 
 def in_ci() -> bool:
@@ -56,7 +56,7 @@ def demo_run(tmp_path_factory):
 
     from pipeline.config import ModelConfig, RunConfig
     from pipeline.data.ingest import ingest_survey
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
     from pipeline.train import train
 
     root = tmp_path_factory.mktemp("demo_run")

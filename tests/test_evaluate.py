@@ -11,10 +11,10 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.data.memory import ArrayDataset
-from pipeline.data.shapes import rasterize
 from pipeline.errors import BadInputError
 from pipeline.evaluate.run import ModelCodes, codes_for_metrics, make_eval_data, orientation_spread, shapes_drawn
 from pipeline.evaluate.scientific import load_scientific, load_stack, normalise_stack, write_store
+from pipeline.simulate.shapes import rasterize
 
 # scikit-learn warns when a factor has as many classes (20 bins) as a handful of test samples hold;
 # expected with the 48-image evaluations below, irrelevant to what they check.

@@ -71,7 +71,7 @@ def demo_run(harness, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def corrupt_run(harness, tmp_path_factory):
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
 
     base = tmp_path_factory.mktemp("corrupt")
     survey = write_demo_survey(base / "survey", 40, seed=3, size=96, progress=False)

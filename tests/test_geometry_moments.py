@@ -118,8 +118,8 @@ def test_moments_of_warped_image_follow_the_pose():
 def test_rotational_harmonics_name_the_shape_whatever_its_pose():
     """Order 2 is the moment anisotropy; a triangle has a strong order 3 and a square a strong
     order 4 at any turn and position; a disc has none."""
-    from pipeline.data.shapes import rasterize
     from pipeline.moments import rotational_harmonics
+    from pipeline.simulate.shapes import rasterize
 
     def harm(shape, x, y, deg):
         img = torch.from_numpy(rasterize(shape, x, y, deg, 10.0)).float()[None]

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main as cli_main
-from pipeline.data.ingest import IngestPlan, ingest_shard, ingest_survey, plan_ingest
+from pipeline.data.ingest import IngestPlan, decode_block, ingest_survey, plan_ingest
 from pipeline.data.store import open_store, rejects_path_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,13 +202,13 @@ def test_kill_9_then_rerun_finishes_the_store_without_touching_done_shards(tmp_p
     script.write_text(textwrap.dedent(_SLOW_RUN))
 
     # 1. killed while decoding: the blocks marked done are not decoded again
-    _run_and_kill(script, "ingest_shard", root, out, work / "_ingest" / "blocks", 3 * 2)
+    _run_and_kill(script, "decode_block", root, out, work / "_ingest" / "blocks", 3 * 2)
     blocks = work / "_ingest" / "blocks"
     done = sorted(p for p in blocks.glob("*.parquet"))
     assert 3 <= len(done) < 8
     before = {p: p.stat().st_mtime_ns for p in done + [p.with_suffix(".npy") for p in done]}
     plan = plan_ingest(root / "catalog.parquet", root / "images", out, shard_size=16)  # resumes the plan
-    results = [ingest_shard(plan.work, k) for k in range(plan.n_blocks)]
+    results = [decode_block(plan.work, k) for k in range(plan.n_blocks)]
     assert [r.skipped for r in results[: len(done)]] == [True] * len(done)
     assert not any(r.skipped for r in results[len(done) + 1 :])
     assert {p: p.stat().st_mtime_ns for p in before} == before

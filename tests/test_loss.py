@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pipeline.config import LossConfig
-from pipeline.data.shapes import rasterize
 from pipeline.errors import ConfigError
 from pipeline.loss import aligned_term, codae_loss, moment_targets
 from pipeline.model.output import ModelOutput
 from pipeline.moments import harmonic_orientation, image_moments, subtract_background
+from pipeline.simulate.shapes import rasterize
 
 SHAPES_CFG = LossConfig(orientation_orders=(2, 3, 4))
 

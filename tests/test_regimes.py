@@ -15,16 +15,16 @@ import pandas as pd
 import pytest
 
 from pipeline.conventions import angle_diff_180, wrap_360
-from pipeline.data.galaxies import render_bands
-from pipeline.data.regimes import (
+from pipeline.errors import BadInputError
+from pipeline.simulate.galaxies import render_bands
+from pipeline.simulate.regimes import (
     REGIMES,
     decals_sky_sigma,
     parse_regimes,
     render_scene_bands,
     sample_scenes,
 )
-from pipeline.data.survey import write_demo_survey
-from pipeline.errors import BadInputError
+from pipeline.simulate.survey import write_demo_survey
 
 SIZE = 128  # small cutouts: every rule scales with the size
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from pipeline.conventions import angle_diff_180, normalized_to_pixel
-from pipeline.data.shapes import (
+from pipeline.errors import BadInputError
+from pipeline.moments import com_orientation, image_moments
+from pipeline.simulate.shapes import (
     DSPRITES_POSITIONS,
     DSPRITES_ROTATIONS_DEG,
     DSPRITES_SCALES,
@@ -19,8 +21,6 @@ from pipeline.data.shapes import (
     make_xyrcs,
     rasterize,
 )
-from pipeline.errors import BadInputError
-from pipeline.moments import com_orientation, image_moments
 
 
 def _moments(img: np.ndarray):

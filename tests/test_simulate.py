@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from pipeline.conventions import angle_diff_180, normalized_to_pixel, theta_to_pa
-from pipeline.data.galaxies import GZ_SIZE, GalaxyTruth, petrosian_radii, render_rgb, sample_galaxies
-from pipeline.data.survey import CATALOG_COLUMNS, JPEG_QUALITY, iau_names, write_demo_survey
 from pipeline.errors import BadInputError
+from pipeline.simulate.galaxies import GZ_SIZE, GalaxyTruth, petrosian_radii, render_rgb, sample_galaxies
+from pipeline.simulate.survey import CATALOG_COLUMNS, JPEG_QUALITY, iau_names, write_demo_survey
 
 IAU = re.compile(r"^J\d{6}\.\d{2}[+-]\d{6}\.\d$")
 
@@ -54,7 +54,7 @@ def test_components_match_plain_galsim_draw(base_truth):
     """The shared-PSF FFT split gives what GalSim's drawImage gives (after the row flip)."""
     import galsim
 
-    from pipeline.data.galaxies import BULGE_TRUNC_HLR, _draw_components
+    from pipeline.simulate.galaxies import BULGE_TRUNC_HLR, _draw_components
 
     t = dataclasses.replace(base_truth, x_pix=205.3, y_pix=219.8)
     bulge, disk = _draw_components(t)

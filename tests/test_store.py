@@ -15,8 +15,8 @@ from pipeline.conventions import cutout_to_store_pixels, store_to_cutout_pixels
 from pipeline.data.dataset import ShardBlockSampler, StoreImageDataset
 from pipeline.data.ingest import ingest_survey, plan_ingest
 from pipeline.data.store import open_store
-from pipeline.data.survey import write_demo_survey
 from pipeline.errors import BadInputError
+from pipeline.simulate.survey import write_demo_survey
 from tests.test_ingest import make_survey
 
 
@@ -142,3 +142,30 @@ def test_shard_block_sampler_is_a_permutation_visiting_one_block_at_a_time():
     s = ShardBlockSampler(40, 16, seed=1)
     s.set_epoch(1)
     assert list(s) != order
+
+
+def test_write_array_store_writes_a_complete_store_shard_by_shard(tmp_path):
+    """The one store writer (ingest and stacks use its pieces): images from a rows(a, b) function,
+    one call per shard, read back exactly; complete last; an existing store is refused."""
+    from pipeline.data.store_write import write_array_store
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 3, 8, 8), dtype=np.uint8)
+    calls = []
+
+    def rows(a, b):
+        calls.append((a, b))
+        return images[a:b]
+
+    out = write_array_store(tmp_path / "s.zarr", rows, n=50, channels=3, size=8, dtype="uint8", shard_size=16,
+                            chunk_size=4)
+    assert calls == [(0, 16), (16, 32), (32, 48), (48, 50)]
+    store = open_store(out)
+    assert store.info.dtype == "uint8" and store.info.shard_size == 16 and len(store) == 50
+    np.testing.assert_array_equal(store.read_images(0, 50), images)
+    assert list(store.ids[:3]) == ["0", "1", "2"] and store.info.attrs["complete"] is True
+    assert not (tmp_path / "s.zarr.partial").exists()
+    with pytest.raises(BadInputError, match="exists; pass --overwrite"):
+        write_array_store(out, images)
+    write_array_store(out, images[:10], overwrite=True)
+    assert len(open_store(out)) == 10

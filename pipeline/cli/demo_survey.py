@@ -1,7 +1,7 @@
 """``galaxy-codae demo-survey OUT --n N [--seed S] [--regime R] [--cutout-size P] [--workers W] [--overwrite]``.
 
 Writes a simulated survey with known truth in the Galaxy Zoo DECaLS layout
-(see :mod:`pipeline.data.survey`); prints the output directory on stdout.
+(see :mod:`pipeline.simulate.survey`); prints the output directory on stdout.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="r-band sky noise in nanomaggies per pixel for every galaxy "
                              "(default: drawn per galaxy, DECaLS-like)")
     parser.add_argument("--regime", default=None,
-                        help="scenes beyond the isolated galaxy (pipeline.data.regimes): clean, neighbour, star, "
+                        help="scenes beyond the isolated galaxy (pipeline.simulate.regimes): clean, neighbour, star, "
                              "faint, lopsided, mix, or fractions such as clean:0.7,star:0.3; DECaLS-depth noise, "
                              "not with --sky-noise (default: isolated galaxies)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT that galaxy-codae wrote")
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.data.survey import write_demo_survey
+    from pipeline.simulate.survey import write_demo_survey
 
     t0 = time.perf_counter()
     out = write_demo_survey(args.out, args.n, seed=args.seed, size=args.cutout_size, sky_noise=args.sky_noise,

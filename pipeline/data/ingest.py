@@ -13,7 +13,7 @@ parallel passes over fixed blocks, with a short serial step between them:
    :func:`catalogs.schema.id_problem`) or bad RA/Dec, fix the survey's image shape from the first
    readable cutouts, and write ``plan.parquet`` with one row group per block of ``shard_size``
    catalogue rows.
-2. **decode** (:func:`ingest_shard`, one task per block): decode, crop and resize each cutout of the
+2. **decode** (:func:`decode_block`, one task per block): decode, crop and resize each cutout of the
    block (JPEG draft mode: the DCT-domain 1/2-1/4-1/8 decode, see :mod:`pipeline.data.readers`),
    write the good images to a staging ``.npy`` file, then the block's marker (row outcomes).
    This is where all the time goes (about 1 ms per 424-pixel JPEG).
@@ -56,7 +56,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +79,13 @@ from pipeline.data.readers import (
     resolve_in_root,
 )
 from pipeline.data.store import (
-    STORE_ENTRIES,
     STORE_FORMAT,
     STORE_KIND,
     ZSTD_LEVEL,
-    images_codec,
     rejects_path_for,
     write_rejects_csv,
 )
+from pipeline.data.store_write import create_images_array, mark_complete, store_marks, write_1d
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.hashing import file_sha256
 from pipeline.progress import Progress, Sink
@@ -98,7 +96,7 @@ __all__ = [
     "BlockResult",
     "IngestSummary",
     "plan_ingest",
-    "ingest_shard",
+    "decode_block",
     "layout_store",
     "write_store_shard",
     "finalize_ingest",
@@ -212,16 +210,6 @@ class IngestSummary:
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def _store_marks() -> dict[str, Any]:
-    """The attributes an unfinished store starts with: its format, not complete, and its ownership record."""
-    return {
-        "galaxy_codae_store": STORE_FORMAT,
-        "complete": False,
-        "software_version": __version__,
-        atomic.OWNER_KEY: atomic.owner_record(STORE_KIND, STORE_ENTRIES),
-    }
 
 
 def _block_paths(work: Path, block: int) -> tuple[Path, Path]:
@@ -410,7 +398,7 @@ def plan_ingest(
 
     # the group's attributes mark the work directory (and then the store) as one --overwrite may clear
     group = zarr.open_group(str(work), mode="w", zarr_format=3)
-    group.attrs.update(_store_marks())
+    group.attrs.update(store_marks())
     (work / _WORK / "blocks").mkdir(parents=True, exist_ok=True)
     (work / _WORK / "stored").mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(work / _WORK / "plan.parquet") as tmp:
@@ -453,14 +441,14 @@ def _read_marker(marker: Path) -> pd.DataFrame:
     return pq.read_table(marker).to_pandas()
 
 
-def ingest_shard(plan: IngestPlan | Path, shard_index: int) -> BlockResult:
-    """Decode block ``shard_index`` (catalogue rows ``[k * shard_size, (k + 1) * shard_size)``) to staging.
+def decode_block(plan: IngestPlan | Path, block: int) -> BlockResult:
+    """Decode catalogue block ``block`` (rows ``[k * shard_size, (k + 1) * shard_size)``) to staging.
 
     Skips a block already marked done.  Writes ``blocks/<k>.npy`` (good images, (n_good, C, H, W))
     and then ``blocks/<k>.parquet`` (row, reason, detail for every row), both atomically.
     """
     plan = IngestPlan.load(plan)
-    k = int(shard_index)
+    k = int(block)
     npy, marker = _block_paths(plan.work, k)
     if marker.is_file():
         m = _read_marker(marker)
@@ -507,7 +495,7 @@ def _block_counts(plan: IngestPlan) -> list[int]:
         _, marker = _block_paths(plan.work, k)
         if not marker.is_file():
             raise BadInputError(
-                f"{plan.work}: block {k} has not been decoded yet (run ingest_shard for every block first)"
+                f"{plan.work}: block {k} has not been decoded yet (run decode_block for every block first)"
             )
         counts.append(int(pq.read_table(marker, columns=["reason"]).column("reason").null_count))
     return counts
@@ -529,19 +517,10 @@ def layout_store(plan: IngestPlan | Path) -> int:
         layout = {"block_good": counts, "n_good": int(sum(counts))}
         sp = plan.spec
         group = zarr.open_group(str(plan.work), mode="a", zarr_format=3)  # "w" would delete _ingest/
-        group.attrs.update(_store_marks())
-        n, c, s = layout["n_good"], sp["channels"], sp["size"]
-        group.create_array(
-            "images",
-            shape=(n, c, s, s),
-            dtype=sp["dtype"],
-            chunks=(plan.chunk_size, c, s, s),
-            shards=(plan.shard_size, c, s, s),
-            compressors=images_codec(),
-            fill_value=0,
-            dimension_names=("object", "channel", "y", "x"),
-            overwrite=True,  # a run killed between this and layout.json
-        )
+        group.attrs.update(store_marks())
+        create_images_array(group, layout["n_good"], sp["channels"], sp["size"], sp["dtype"],
+                            shard_size=plan.shard_size, chunk_size=plan.chunk_size,
+                            overwrite=True)  # a run killed between this and layout.json
         atomic.write_json(layout_file, layout)
     return math.ceil(layout["n_good"] / plan.shard_size)
 
@@ -590,17 +569,6 @@ def write_store_shard(plan: IngestPlan | Path, shard_index: int) -> bool:
 # ----------------------------------------------------------------------------- 5. finalize
 
 
-def _write_1d(group: Any, name: str, values: np.ndarray, chunk: int) -> None:
-    if values.dtype.kind in "OUS":
-        group.create_array(name, shape=values.shape, dtype=str, chunks=(chunk,), overwrite=True)
-        if len(values):
-            group[name][:] = values.astype(str)
-    else:
-        group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=(chunk,), overwrite=True)
-        if len(values):
-            group[name][:] = values
-
-
 def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> IngestSummary:
     """Write the 1-D arrays, the rejects table and the attributes; mark complete; move into place.
 
@@ -627,15 +595,15 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
         good = pd.isna(reason)
         kept = table[good]
         chunk = max(plan.shard_size, 1 << 16)
-        _write_1d(group, "id", kept["id"].to_numpy(dtype=object), chunk)
-        _write_1d(group, "ra", kept["ra"].to_numpy(np.float64), chunk)
-        _write_1d(group, "dec", kept["dec"].to_numpy(np.float64), chunk)
-        _write_1d(group, "source_path", kept["path"].to_numpy(dtype=object), chunk)
-        _write_1d(group, "row", kept.index.to_numpy(np.int64), chunk)
+        write_1d(group, "id", kept["id"].to_numpy(dtype=object), chunk)
+        write_1d(group, "ra", kept["ra"].to_numpy(np.float64), chunk)
+        write_1d(group, "dec", kept["dec"].to_numpy(np.float64), chunk)
+        write_1d(group, "source_path", kept["path"].to_numpy(dtype=object), chunk)
+        write_1d(group, "row", kept.index.to_numpy(np.int64), chunk)
         if sp["extra_columns"]:
             cols = group.require_group("columns")
             for name in sp["extra_columns"]:
-                _write_1d(cols, name, kept[f"x_{name}"].to_numpy(), chunk)
+                write_1d(cols, name, kept[f"x_{name}"].to_numpy(), chunk)
 
         rej = table[~good]
         rejects = pd.DataFrame(
@@ -657,11 +625,11 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
         }
         fraction = counts["rejected"] / counts["input_rows"] if counts["input_rows"] else 0.0
         passed = fraction <= sp["max_reject_fraction"]
-        group.attrs.update(
+        mark_complete(  # the attributes, then complete: true last
+            group,
             {
                 "galaxy_codae_store": STORE_FORMAT,
                 "software_version": __version__,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "catalog": {
                     "path": sp["catalog"],
                     "sha256": sp["catalog_sha256"],
@@ -705,9 +673,8 @@ def finalize_ingest(plan: IngestPlan | Path, *, elapsed_s: float = 0.0) -> Inges
                     f"{counts['rejected']} of {counts['input_rows']} rows rejected "
                     f"({100 * fraction:.2f} % > {100 * sp['max_reject_fraction']:.2f} %)"
                 ),
-            }
+            },
         )
-        group.attrs["complete"] = True  # written last
     attrs = dict(group.attrs)
     # complete and in place; an existing store goes only when --overwrite may replace it (plan_ingest
     # checked it; checked again here because the store could have changed in between)
@@ -802,7 +769,7 @@ def ingest_survey(
         rows = good = blocks_resumed = 0
         rejected: Counter[str] = Counter()
         with Progress("ingest: decoded", plan.n_rows, unit="cutouts", sink=progress) as show:
-            for r in _run(ingest_shard, plan.work, range(plan.n_blocks), client):
+            for r in _run(decode_block, plan.work, range(plan.n_blocks), client):
                 rows, good = rows + r.n_rows, good + r.n_good
                 rejected.update(r.rejected)
                 blocks_resumed += r.skipped

@@ -24,7 +24,6 @@ ids ``"0".."N-1"``, ra/dec NaN), so ``galaxy-codae train --store`` runs on it to
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -134,62 +133,18 @@ def load_scientific(path: str | Path, *, size: int | None = 64, key: str | None 
 
 def write_store(images: NDArray, out: str | Path, *, source: str = "", overwrite: bool = False,
                 shard_size: int = 1024, chunk_size: int = 8) -> Path:
-    """Write images (N, C, S, S) in [0, 1] as a complete store (layout of :mod:`pipeline.data.store`).
+    """Write images (N, C, S, S) in [0, 1] as a complete store (:func:`pipeline.data.store_write.write_array_store`).
 
     float16 images, ``id`` = ``"0".."N-1"``, ``ra``/``dec`` NaN, ``source_path`` = ``source``,
     ``row`` = 0..N-1; the crop is the whole image.  Written under ``<out>.partial`` and renamed
     when complete; an existing ``out`` is refused unless ``overwrite``.
     """
-    import zarr
+    from pipeline.data.store_write import write_array_store
 
-    from catalogs import atomic
-    from pipeline import __version__
-    from pipeline.data.store import STORE_ENTRIES, STORE_FORMAT, STORE_KIND, ZSTD_LEVEL, images_codec
-
-    out = Path(out)
     a = np.asarray(images)
     if a.ndim != 4 or a.shape[2] != a.shape[3]:
         raise BadInputError(f"write_store: images must be (N, C, S, S), got {a.shape}")
-    if out.exists() and not overwrite:
-        raise BadInputError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    inputs = (source,) if source else ()
-    atomic.check_may_replace(out, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
-    work = out.with_name(out.name + ".partial")
-    if work.exists() or work.is_symlink():
-        atomic.remove_owned(work, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
-    n, c, s, _ = a.shape
-    group = zarr.open_group(str(work), mode="w", zarr_format=3)
-    group.attrs.update({"galaxy_codae_store": STORE_FORMAT, "complete": False,
-                        atomic.OWNER_KEY: atomic.owner_record(STORE_KIND, STORE_ENTRIES)})
-    shard = min(shard_size, max(n, 1))
-    chunk = min(chunk_size, shard)
-    shard = (shard // chunk) * chunk
-    arr = group.create_array("images", shape=(n, c, s, s), dtype="float16", chunks=(chunk, c, s, s),
-                             shards=(shard, c, s, s), compressors=images_codec(), fill_value=0,
-                             dimension_names=("object", "channel", "y", "x"))
-    arr[:] = a.astype(np.float16)
-    for name, values, dtype in (("id", np.arange(n).astype(str), str), ("ra", np.full(n, np.nan), "float64"),
-                                ("dec", np.full(n, np.nan), "float64"),
-                                ("source_path", np.full(n, source, dtype=object).astype(str), str),
-                                ("row", np.arange(n, dtype=np.int64), "int64")):
-        group.create_array(name, shape=(n,), dtype=dtype, chunks=(max(n, 1),))
-        if n:
-            group[name][:] = values
-    group.attrs.update({
-        "software_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "catalog": {"path": source, "sha256": "", "columns": [], "extra_columns": [], "skipped_columns": []},
-        "images_root": str(Path(source).parent) if source else "",
-        "preprocessing": {"size": s, "crop_size": s, "crop_start_x": 0, "crop_start_y": 0, "source_width": s,
-                          "source_height": s, "source_format": "stack", "channels": c, "dtype": "float16",
-                          "flipped": False, "frame": "display (row 0 = top as displayed)",
-                          "crop": "none (the stack as loaded by pipeline.evaluate.scientific)",
-                          "resample": "bilinear, antialiased (torch)", "jpeg_draft": False, "fits_stretch": None,
-                          "value_range": [0.0, 1.0]},
-        "layout": {"shard_size": shard, "chunk_size": chunk, "compressor": f"zstd level {ZSTD_LEVEL}", "order": "stack order"},
-        "counts": {"input_rows": n, "stored": n, "rejected": 0, "rejected_by_reason": {}},
-        "rejects_table": "", "passed": True, "failure": None,
-    })
-    group.attrs["complete"] = True  # written last
-    atomic.replace_dir(work, out, may_replace=lambda p: atomic.overwrite_refusal(p, kinds=(STORE_KIND,)))
-    return out
+    pre = {"source_format": "stack", "crop": "none (the stack as loaded by pipeline.evaluate.scientific)",
+           "resample": "bilinear, antialiased (torch)"}
+    return write_array_store(out, a.astype(np.float16), preprocessing=pre, order="stack order", source=source,
+                             overwrite=overwrite, shard_size=shard_size, chunk_size=chunk_size)

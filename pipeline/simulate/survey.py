@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data.galaxies import GZ_SIZE, GalaxyTruth, render_rgb, sample_galaxies
-from pipeline.data.regimes import Scene, parse_regimes, render_scene_rgb, sample_scenes
 from pipeline.errors import BadInputError
-
 from pipeline.progress import Progress
+from pipeline.simulate.galaxies import GZ_SIZE, GalaxyTruth, render_rgb, sample_galaxies
+from pipeline.simulate.regimes import Scene, parse_regimes, render_scene_rgb, sample_scenes
+
 __all__ = ["write_demo_survey", "iau_names", "sample_footprint", "CATALOG_COLUMNS", "JPEG_QUALITY"]
 
 #: Columns of ``catalog.parquet``, in order.
@@ -110,7 +110,7 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
 
     ``size``: cutout size in pixels (424 as Galaxy Zoo; smaller only for quick tests).
     ``sky_noise``: r-band sky noise in nanomaggies per pixel for every galaxy (``None``:
-    drawn per galaxy).  ``regime``: scenes of :mod:`pipeline.data.regimes` instead of isolated
+    drawn per galaxy).  ``regime``: scenes of :mod:`pipeline.simulate.regimes` instead of isolated
     galaxies (a name, ``"mix"`` or ``"clean:0.5,star:0.5"``; DECaLS-depth noise, so not with
     ``sky_noise``); the truth then has ``regime``, ``theta_dir_deg`` and the added sources'
     columns.  ``workers`` > 1 renders in that many processes; the output does

@@ -1,6 +1,6 @@
 """Survey regimes beyond the isolated galaxy: a neighbour, a star, a faint galaxy, a lopsided galaxy.
 
-Each scene is one target galaxy of :mod:`pipeline.data.galaxies` (bulge + disk, GalSim,
+Each scene is one target galaxy of :mod:`pipeline.simulate.galaxies` (bulge + disk, GalSim,
 DECaLS-like stretch) plus what the regime adds, in the same frame, PSF and pixel scale:
 
 ``clean``
@@ -15,7 +15,7 @@ DECaLS-like stretch) plus what the regime adds, in the same frame, PSF and pixel
 ``faint``
     the target at low surface brightness: mean r-band surface brightness inside the
     half-light radius uniform in [24, 25.5] mag / arcsec^2 (the Galaxy Zoo DECaLS sample is
-    [20, 22.5] in :func:`~pipeline.data.galaxies.sample_galaxies`; low-surface-brightness
+    [20, 22.5] in :func:`~pipeline.simulate.galaxies.sample_galaxies`; low-surface-brightness
     galaxy samples start near 24), same noise as every regime.  Background-subtracted moments
     of the 64-pixel store images miss the axis by about 1.5 deg at 24 and 5 deg at 25 (median).
 ``lopsided``
@@ -42,7 +42,7 @@ Every scene gets Gaussian sky noise in each band at DECaLS depth: 5-sigma point-
 g = 24.7, r = 23.9, z = 23.0 (AB; the DECaLS DR9 nominal depths), each scattered by 0.2 mag per
 scene, turned into a per-pixel sigma with the Gaussian noise-equivalent area
 ``4 pi (FWHM / 2.355)^2`` of the scene's PSF on native 0.262" pixels, then scaled to the cutout
-pixel by the pixel-area ratio (the rule of :func:`~pipeline.data.galaxies.sample_galaxies`).
+pixel by the pixel-area ratio (the rule of :func:`~pipeline.simulate.galaxies.sample_galaxies`).
 The truth's ``sky_noise`` is the r-band sigma; ``sky_noise_g``/``sky_noise_z`` the others.
 """
 
@@ -57,7 +57,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.conventions import fits_to_display, pa_to_theta, wrap_360
-from pipeline.data.galaxies import (
+from pipeline.errors import BadInputError
+from pipeline.simulate.galaxies import (
     _MOFFAT_BETA,
     BANDS,
     GZ_SIZE,
@@ -67,14 +68,13 @@ from pipeline.data.galaxies import (
     render_bands,
     sample_galaxies,
 )
-from pipeline.errors import BadInputError
 
 __all__ = ["REGIMES", "DECALS_DEPTH_5SIGMA", "Extra", "Scene", "parse_regimes", "sample_scenes",
            "decals_sky_sigma", "render_scene_bands", "render_scene_rgb"]
 
 #: Regime names, in table order.
 REGIMES: tuple[str, ...] = ("clean", "neighbour", "star", "faint", "lopsided")
-#: DECaLS 5-sigma point-source depths, AB mag, per band of :data:`~pipeline.data.galaxies.BANDS`.
+#: DECaLS 5-sigma point-source depths, AB mag, per band of :data:`~pipeline.simulate.galaxies.BANDS`.
 DECALS_DEPTH_5SIGMA: dict[str, float] = {"g": 24.7, "r": 23.9, "z": 23.0}
 #: Scatter of the depth from scene to scene, mag (1 sigma).
 _DEPTH_SCATTER_MAG: float = 0.2
@@ -252,7 +252,7 @@ def sample_scenes(rng: np.random.Generator, n: int, regimes: str | Mapping[str, 
                   size: int = GZ_SIZE) -> list[Scene]:
     """Draw ``n`` scenes; each regime gets ``round(fraction x n)`` of them (the rest to the largest), shuffled.
 
-    Targets come from :func:`~pipeline.data.galaxies.sample_galaxies` (Galaxy Zoo DECaLS-like);
+    Targets come from :func:`~pipeline.simulate.galaxies.sample_galaxies` (Galaxy Zoo DECaLS-like);
     ``regimes`` as :func:`parse_regimes`.
     """
     fractions = parse_regimes(regimes)
@@ -271,7 +271,7 @@ def sample_scenes(rng: np.random.Generator, n: int, regimes: str | Mapping[str, 
 def _draw_at(profile, x_pix: float, y_pix: float, size: int) -> NDArray[np.float32]:
     """Draw a GalSim profile centred at display-frame (x_pix, y_pix) on a size x size image (H, W).
 
-    The frame convention of :func:`pipeline.data.galaxies._draw_components`: bounds from
+    The frame convention of :func:`pipeline.simulate.galaxies._draw_components`: bounds from
     ``lo = -(size // 2)``, GalSim rows y up, flipped to display order.
     """
     import galsim  # imported here: only rendering needs it
