@@ -230,7 +230,7 @@ def test_bad_header_is_refused(tmp_path):
 
 def test_refuses_to_overwrite_unless_asked(catalog):
     before = catalog.read_bytes()
-    with pytest.raises(BadInputError, match=r"exists; pass overwrite=True"):
+    with pytest.raises(BadInputError, match=r"exists; pass --overwrite to replace it$"):
         write_catalog(make_columns(3), catalog, latent_dim=LATENT_DIM)
     assert catalog.read_bytes() == before
     write_catalog(make_columns(3), catalog, latent_dim=LATENT_DIM, overwrite=True)
