@@ -1,5 +1,6 @@
-"""The galaxy-codae catalogue: schema (:mod:`catalogs.schema`), FITS/Parquet writer and reader
-(:mod:`catalogs.fits_io`), CFITSIO-style row filters (:mod:`catalogs.rowfilter`), their
+"""The galaxy-codae catalogue: schema (:mod:`catalogs.schema`), FITS/Parquet writer
+(:mod:`catalogs.fits_io`, header cards by :mod:`catalogs.fits_header`) and reader
+(:mod:`catalogs.reader`), CFITSIO-style row filters (:mod:`catalogs.rowfilter`), their
 application to tables and files (:mod:`catalogs.select`) and output formats
 (:mod:`catalogs.formats`).
 
