@@ -398,7 +398,9 @@ def run(args: argparse.Namespace) -> None:
         ae, ae_steps, ae_min = train_run(ae_cfg, store, out / "ae", "AE")
 
     ckpt = args.checkpoint or out / "codae" / "checkpoint.pt"
-    cat_path = infer_catalog(store, ckpt, out / "catalog.fits", workers=1, device="cpu", overwrite=True)
+    # error_samples=0: the pose-error ensemble (K model calls per object) is not measured here
+    cat_path = infer_catalog(store, ckpt, out / "catalog.fits", workers=1, device="cpu", overwrite=True,
+                             error_samples=0)
     cat = read_catalog(cat_path)
     pos = {v: i for i, v in enumerate(np.asarray(cat["id"]).tolist())}
     rows = np.array([pos[i] for i in ids])  # catalogue row of each store image, by id
