@@ -9,8 +9,8 @@ statistics (per field, over B, N, H, W) through the much faster 2-D kernel.
 Data-parallel training (DDP): :func:`sync_batch_norm` makes every :class:`FieldBatchNorm2d`
 of a model take its training statistics over the global batch, on CPU (gloo) and CUDA
 (NCCL) alike: the per-field sums, then the sums of squared deviations from the global mean,
-are all-reduced (:func:`torch.distributed.nn.functional.all_reduce`, so gradients flow through
-them as well), and every rank normalises with, and updates its running statistics from, the
+are all-reduced (differentiably: each rank's share gets the sum of the ranks' gradients of the
+total, as in ``nn.SyncBatchNorm``), and every rank normalises with, and updates its running statistics from, the
 same numbers a single process would get from the whole batch.  (``nn.SyncBatchNorm`` cannot
 stand in: this module computes its statistics itself, and SyncBatchNorm needs a GPU.)
 """
@@ -81,17 +81,36 @@ def _global_var_mean(x3: torch.Tensor, process_group: Any) -> tuple[torch.Tensor
     Two all-reduces: the sums and counts give the global mean exactly; the sums of squared
     deviations from it then give the variance without the cancellation of E[x^2] - mean^2.
     """
-    from torch.distributed import ReduceOp
-    from torch.distributed.nn.functional import all_reduce
-
     xf = x3.float()
     local = torch.cat([xf.sum(dim=(0, 2)), xf.new_tensor([float(x3.shape[0] * x3.shape[2])])])
-    total = all_reduce(local, op=ReduceOp.SUM, group=process_group)
+    total = _AllReduceSum.apply(local, process_group)
     n = total[-1]
     mean = total[:-1] / n  # (F,)
     sq = ((xf - mean[None, :, None]) ** 2).sum(dim=(0, 2))
-    var = all_reduce(sq, op=ReduceOp.SUM, group=process_group) / n
+    var = _AllReduceSum.apply(sq, process_group) / n
     return var, mean, n  # n stays a tensor: no wait for the device
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes of a group, differentiable: the gradient of every process's share is
+    the sum of the processes' gradients of the total (each process's loss depends on the total)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: Any) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        import torch.distributed as dist
+
+        out = grad.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=ctx.group)
+        return out, None
 
 
 def var_mean_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, group_size: int, training: bool, *,

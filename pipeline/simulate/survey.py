@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from catalogs import atomic
 from pipeline.errors import BadInputError
 from pipeline.progress import Progress
 from pipeline.simulate.galaxies import GZ_SIZE, GalaxyTruth, render_rgb, sample_galaxies
@@ -39,6 +40,8 @@ __all__ = ["write_demo_survey", "iau_names", "sample_footprint", "CATALOG_COLUMN
 CATALOG_COLUMNS: tuple[str, ...] = ("iauname", "ra", "dec", "file_loc", "petro_th50")
 #: JPEG quality of the cutouts.
 JPEG_QUALITY: int = 90
+#: The ownership kind (:func:`catalogs.atomic.mark_owned`) of a demo survey: --overwrite replaces only such a folder.
+SURVEY_KIND = "demo-survey"
 _DEC_RANGE_DEG = (-20.0, 34.0)
 _MIN_ABS_B_DEG = 20.0
 _RA_STEP_DEG = 0.01 * 15.0 / 3600.0  # 0.01 s of time
@@ -126,6 +129,7 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
         raise BadInputError(f"cutout size must be >= 16 pixels, got {size}")
     if out.exists() and not overwrite:
         raise BadInputError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+    atomic.check_may_replace(out, kinds=(SURVEY_KIND,), error=BadInputError)  # only a survey this project wrote
     if regime is not None:
         if sky_noise is not None:
             raise BadInputError("sky_noise and regime cannot be combined: regime scenes have DECaLS-depth noise")
@@ -165,16 +169,10 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
         truth.insert(0, "iauname", names)
         truth.to_parquet(tmp / "truth.parquet", index=False)
 
-        if out.exists():  # overwrite: move the old survey aside, then swap
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-        else:
-            tmp.rename(out)
+        atomic.mark_owned(tmp, SURVEY_KIND)
+        atomic.replace_dir(tmp, out, may_replace=lambda p: atomic.overwrite_refusal(p, kinds=(SURVEY_KIND,)))
+    except FileExistsError as e:
+        raise BadInputError(str(e)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
