@@ -68,12 +68,24 @@ def evaluate(model, store_path: Path, truth: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def run_case(work: Path, name: str, n: int, minutes: float, sky_noise: float | None, seed: int) -> dict[str, float]:
+def run_case(work: Path, name: str, n: int, minutes: float, sky_noise: float | None, seed: int,
+             checkpoint: Path | None = None) -> dict[str, float]:
     survey = write_demo_survey(work / f"{name}-survey", n, seed=seed, sky_noise=sky_noise,
                                workers=os.cpu_count() or 1, progress=False)
     store = work / f"{name}.zarr"
     ingest_survey(survey / "catalog.parquet", survey / "images", store, size=64, workers=os.cpu_count() or 1,
                   shard_size=512)
+    if checkpoint is not None:  # a model trained elsewhere (another survey of the same simulator): held-out figures
+        from pipeline.checkpoint import load_checkpoint
+        from pipeline.config import RunConfig as _RC
+        from pipeline.model import build_model, load_model_state
+
+        ckpt = load_checkpoint(checkpoint)
+        cfg = ckpt["config"] if isinstance(ckpt["config"], _RC) else _RC.from_dict(ckpt["config"])
+        model = load_model_state(build_model(cfg.model), ckpt["model"])
+        res = evaluate(model, store, pd.read_parquet(survey / "truth.parquet"))
+        res.update({"train_minutes": float("nan"), "steps": int(ckpt["step"]), "images_per_s": float("nan")})
+        return res
     # The time budget ends the run; the beta schedule follows the budget (pipeline.train).
     cfg = RunConfig().replace(train={"max_epochs": 1000, "max_minutes": minutes, "log_every": 50,
                                      "checkpoint_every": 10_000})
@@ -95,13 +107,15 @@ def main() -> None:
     ap.add_argument("--skip-clean", action="store_true")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="evaluate this trained model on the fresh survey instead of training (clean case)")
     args = ap.parse_args()
     torch.manual_seed(0)
     work = args.work or Path(tempfile.mkdtemp(prefix="codae-acc-"))
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
     rows = {}
     if not args.skip_clean:
-        rows["clean"] = run_case(work, "clean", args.n, args.minutes, None, args.seed)
+        rows["clean"] = run_case(work, "clean", args.n, args.minutes, None, args.seed, args.checkpoint)
         print("clean:", rows["clean"], flush=True)
     if not args.skip_noisy:
         sky = args.noisy_sky
