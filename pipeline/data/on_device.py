@@ -68,13 +68,17 @@ def use_data_on_device(choice: bool | str, dataset: Dataset, device: torch.devic
     if nbytes is None:
         return False, f"a {type(dataset).__name__} cannot be read in bulk"
     if choice is True:
-        return True, f"train.data_on_device is true ({nbytes / 1e9:.2f} GB)"
+        return True, f"train.data_on_device is true ({_size(nbytes)})"
     if device.type != "cuda":
         return False, "auto holds images on a GPU only"
     free, _total = torch.cuda.mem_get_info(device)
     if nbytes > FREE_MEMORY_FRACTION * free:
-        return False, f"{nbytes / 1e9:.2f} GB of images exceed {FREE_MEMORY_FRACTION:.0%} of {free / 1e9:.1f} GB free"
-    return True, f"{nbytes / 1e9:.2f} GB of images, {free / 1e9:.1f} GB free on the device"
+        return False, f"{_size(nbytes)} of images exceed {FREE_MEMORY_FRACTION:.0%} of {_size(free)} free"
+    return True, f"{_size(nbytes)} of images, {_size(free)} free on the device"
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
 class DeviceImages:
