@@ -8,7 +8,8 @@ The page reads a run's output directory as the flow lays it out (:mod:`flows.gal
     OUT/stacks/*.png                 stack previews
 
 and shows, in order: input counts and rejects by reason; the training (steps, final loss, the
-loss curves, reconstructions and traversals the trainer drew); the model's position angle
+loss curves, reconstructions and traversals the trainer drew, or drawn now from ``metrics.csv``,
+the checkpoint and the store when the run directory lacks them); the model's position angle
 against the moment position angle; each latent's distribution; a 2-D map of the latents
 (their two leading principal components after the median/MAD standardisation of
 :mod:`catalogs.neighbours`) with cutout thumbnails; the stacks; and a few similarity searches
@@ -174,13 +175,64 @@ def _training(paths: RunPaths) -> str:
             shown = [(k, last[k]) for k in ("step", "epoch", "loss", "reconstruction", "beta") if k in last]
             parts.append("<table>" + "".join(f"<tr><td>last {_esc(k)}</td><td class=n>{_esc(v)}</td></tr>"
                                              for k, v in shown) + "</table>")
+    drawn = _draw_training_figures(paths, [name for name, _ in TRAINING_FIGURES
+                                           if not (paths.run_dir / "figures" / name).is_file()])
     for name, heading in TRAINING_FIGURES:
         png = paths.run_dir / "figures" / name
         if png.is_file():
             parts.append(f"<h3>{_esc(heading)}</h3>{_img(png.read_bytes(), heading)}")
+        elif name in drawn:
+            parts.append(f"<h3>{_esc(heading)}</h3>{_img(drawn[name], heading)}")
         else:
-            parts.append(f"<h3>{_esc(heading)}</h3>" + _missing(f"{png} not found"))
+            parts.append(f"<h3>{_esc(heading)}</h3>" + _missing(f"{png} not found and cannot be drawn"))
     return "".join(parts)
+
+
+def _draw_training_figures(paths: RunPaths, names: list[str]) -> dict[str, bytes]:
+    """The trainer's figures that the run directory lacks, drawn now by :mod:`pipeline.figures`:
+    loss curves from ``metrics.csv``, reconstructions and traversals from the checkpoint and the
+    store.  Returns PNG bytes by file name (what could not be drawn is left out)."""
+    import tempfile
+
+    if not names:
+        return {}
+    from pipeline import figures
+
+    out: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="galaxy-codae-report-") as tmp:
+        metrics = paths.run_dir / "metrics.csv"
+        if "loss_curves.png" in names and metrics.is_file():
+            with open(metrics, newline="") as f:
+                rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+            keys = ("step", "loss", "reconstruction", "centroid", "orientation", "aligned", "beta")
+            if rows and all(k in rows[0] for k in keys):
+                out["loss_curves.png"] = figures.loss_curves(rows, Path(tmp) / "loss.png").read_bytes()
+        ckpt = paths.run_dir / "checkpoint.pt"
+        wanted = {"reconstructions.png", "traversals.png"} & set(names)
+        if wanted and ckpt.is_file() and paths.store is not None:
+            import torch
+
+            from pipeline.checkpoint import load_model
+            from pipeline.data.store import open_store
+
+            st = open_store(paths.store)
+            try:
+                model, state = load_model(ckpt)
+            except BadInputError:
+                return out
+            if (state["config"].model.image_size, state["config"].model.channels) != (st.info.size, st.info.channels):
+                return out
+            rows = np.linspace(0, len(st) - 1, min(8, len(st))).astype(int)
+            scale = 1.0 / 255.0 if st.info.dtype == "uint8" else 1.0
+            images = torch.from_numpy(st.read_indices(rows).astype(np.float32) * np.float32(scale))
+            with torch.no_grad():
+                if "reconstructions.png" in wanted:
+                    out["reconstructions.png"] = figures.reconstruction_grid(
+                        model, images, Path(tmp) / "rec.png").read_bytes()
+                if "traversals.png" in wanted:
+                    out["traversals.png"] = figures.latent_traversals(
+                        model, images[0], Path(tmp) / "trav.png").read_bytes()
+    return out
 
 
 def _pa_scatter(table) -> str:
@@ -279,15 +331,16 @@ def _latent_map(table, zcols: list[str], paths: RunPaths) -> str:
         except BadInputError as e:
             thumbs, note = None, _missing(f"no thumbnails: {e}")
         if thumbs is not None:
-            w = 0.45 * span / side
+            from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+            zoom = 56.0 / thumbs.shape[-1]  # about 56 figure pixels a side, square whatever the axes' scales
             for (px, py), img in zip(xy[picks], thumbs):
                 a = np.clip(img, 0, 1)
                 a = a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1)
-                ax.imshow(a, extent=(px - w[0], px + w[0], py - w[1], py + w[1]), cmap="gray" if a.ndim == 2 else None,
-                          zorder=3, interpolation="nearest")
-            ax.set_xlim(lo[0] - span[0] * 0.05, hi[0] + span[0] * 0.05)
-            ax.set_ylim(lo[1] - span[1] * 0.05, hi[1] + span[1] * 0.05)
-            ax.set_aspect("auto")
+                box = OffsetImage(a, zoom=zoom, cmap="gray" if a.ndim == 2 else None, interpolation="nearest")
+                ax.add_artist(AnnotationBbox(box, (px, py), frameon=True, pad=0.1, zorder=3))
+            ax.set_xlim(lo[0] - span[0] * 0.06, hi[0] + span[0] * 0.06)
+            ax.set_ylim(lo[1] - span[1] * 0.06, hi[1] + span[1] * 0.06)
     else:
         note = _missing("no store: the map has no thumbnails")
     fig.tight_layout()

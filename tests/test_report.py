@@ -32,16 +32,16 @@ IMG_RE = re.compile(r'<img src="([^"]*)"')
 @pytest.fixture(scope="module")
 def run_out(demo_run, tmp_path_factory):
     """A run's output directory as the flow lays it out, from the session's demo run."""
-    from pipeline.infer import infer_catalog
-    from pipeline.stack import stack_catalog
+    from tests.test_show import model_catalogue
 
     out = tmp_path_factory.mktemp("report") / "out"
     (out / "runs").mkdir(parents=True)
     (out / "store.zarr").symlink_to(demo_run["store"])
     shutil.copytree(Path(demo_run["checkpoint"]).parent, out / "runs" / "abc123")
-    infer_catalog(out / "store.zarr", out / "runs" / "abc123" / "checkpoint.pt", out / "catalog.fits", device="cpu")
+    model_catalogue(out / "store.zarr", out / "runs" / "abc123" / "checkpoint.pt", out / "catalog.fits")
     (out / "stacks").mkdir()
-    stack_catalog(out / "catalog.fits", out / "store.zarr", out / "stacks" / "all-mean.fits")
+    ramp = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (96, 1))
+    Image.fromarray(ramp).save(out / "stacks" / "all-mean.png")
     return out
 
 

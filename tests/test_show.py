@@ -14,18 +14,50 @@ from pipeline.errors import BadInputError
 from pipeline.show import show_galaxy, view_galaxy
 
 
+def model_catalogue(store, checkpoint, out, *, seed: int = 0):
+    """A catalogue of the model's pose and latents for every store cutout, rows shuffled (so that a
+    reader must match by id), with the checkpoint's SHA-256 in its header."""
+    import torch
+
+    from pipeline.checkpoint import file_sha256, load_model
+    from pipeline.conventions import store_to_cutout_pixels, theta_to_pa
+    from pipeline.data.store import open_store
+    from pipeline.predict import predict_batch
+
+    st = open_store(store)
+    info = st.info
+    images = st.read_images(0, len(st)).astype(np.float32) / 255.0
+    model, _ = load_model(checkpoint)
+    with torch.inference_mode():
+        p = predict_batch(model, torch.from_numpy(images))
+    o = np.random.default_rng(seed).permutation(len(st))
+    theta = (p.theta_deg % 360.0).astype(np.float32)
+    cols = {"id": np.asarray(np.asarray(st.ids).tolist(), dtype=np.str_)[o], "ra": np.asarray(st.ra)[o],
+            "dec": np.asarray(st.dec)[o],
+            "x_pix": store_to_cutout_pixels(p.x_pix, crop_start=info.crop_start_x, crop_size=info.crop_size,
+                                            size=info.size)[o],
+            "y_pix": store_to_cutout_pixels(p.y_pix, crop_start=info.crop_start_y, crop_size=info.crop_size,
+                                            size=info.size)[o],
+            "theta_deg": theta[o], "pa_deg": theta_to_pa(theta)[o],
+            "moment_pa_deg": theta_to_pa(p.moment_theta_deg)[o], "moment_axis_ratio": p.moment_axis_ratio[o],
+            **{f"z_{k}": p.z[o, k] for k in range(p.z.shape[1])}, "recon_mse": p.recon_mse[o],
+            "flags": np.where(p.moment_axis_ratio > 0.9, 1, 0).astype(np.int16)[o]}
+    return write_catalog(cols, out, latent_dim=p.z.shape[1], partial=True,
+                         header={"checkpoint_sha256": file_sha256(checkpoint), "config": {"note": "test"}})
+
+
 @pytest.fixture(scope="module")
 def shown(demo_run, tmp_path_factory):
-    from pipeline.infer import infer_catalog
+    from astropy.table import vstack
 
     root = tmp_path_factory.mktemp("show")
-    cat = infer_catalog(demo_run["store"], demo_run["checkpoint"], root / "cat.fits", device="cpu")
+    cat = model_catalogue(demo_run["store"], demo_run["checkpoint"], root / "cat.fits")
     table = read_catalog(cat)
     ghost = table[:1].copy()
     ghost["id"] = ["GHOST"]
-    with_ghost = write_catalog(__import__("astropy.table", fromlist=["vstack"]).vstack([table, ghost]),
-                               root / "ghost.fits", latent_dim=int(table.meta["LATDIM"]), partial=True,
-                               header={"checkpoint_sha256": table.meta["CKPTSHA"], "config": {"note": "test"}})
+    with_ghost = write_catalog(vstack([table, ghost]), root / "ghost.fits", latent_dim=int(table.meta["LATDIM"]),
+                               partial=True, header={"checkpoint_sha256": table.meta["CKPTSHA"],
+                                                     "config": {"note": "test"}})
     return {"root": root, "cat": cat, "table": table, "ghost": with_ghost, **demo_run}
 
 
