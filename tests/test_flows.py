@@ -96,6 +96,9 @@ def test_flow_runs_the_demo_survey(demo_run):
     for fig in ("loss_curves.png", "reconstructions.png", "traversals.png"):
         assert any((out / "runs").glob(f"*/figures/{fig}")), fig
     assert (out / ".prefect-results").is_dir() and any((out / ".prefect-results").iterdir())
+    report = out / "report.html"  # the run's page, beside the catalogue
+    assert str(result["report"]).endswith("report.html") and report.is_file()
+    assert "<h2>Galaxies like these" in report.read_text() and "<script" not in report.read_text()
 
 
 def test_flow_creates_artifacts(demo_run):
@@ -109,6 +112,7 @@ def test_flow_creates_artifacts(demo_run):
     summary = arts["galaxy-codae-summary"].data
     assert str(out / "catalog.fits") in summary and "data:image/png;base64," in summary
     assert summary.count("data:image/png;base64,") == 3
+    assert "report.html" in summary and "file://" in summary  # the summary links the HTML report
     assert arts["galaxy-codae-stacks"].data.count("data:image/png;base64,") == 3  # all + two bins
 
 
