@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from catalogs.atomic import atomic_path  # noqa: E402
 from pipeline import __version__  # noqa: E402
 from pipeline.geometry import warp_to_view  # noqa: E402
 
@@ -30,8 +31,11 @@ _PNG = {"Software": f"galaxy-codae {__version__}"}
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
-    fig.savefig(path, dpi=dpi, metadata=_PNG)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a reader never sees half a figure
+            fig.savefig(tmp, format="png", dpi=dpi, metadata=_PNG)
+    finally:
+        plt.close(fig)
     return path
 
 

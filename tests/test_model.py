@@ -190,3 +190,42 @@ def test_learned_centroid_starts_at_the_moment_centroid_of_an_off_centre_object(
     assert (x0 - m.x).abs().max() < 1e-4 and (y0 - m.y).abs().max() < 1e-4
     # and those are the pixel centres: column c maps to (2 c + 1) / 64 - 1
     assert abs(float(x0[1]) - ((2 * 45 + 1) / 64 - 1)) < 1e-4
+
+
+def test_learned_centroid_learns_to_ignore_a_companion_the_moment_centroid_follows():
+    """The learned first moment is trained, not only initialised: on galaxies with a bright
+    point-like companion (which pulls the sky-subtracted moment centroid towards it), a few
+    optimiser steps on the centroid and the stem it reads bring it well below the moment
+    centroid's error.  A centroid that stayed the plain first moment could not."""
+    from pipeline.moments import image_moments, subtract_background
+
+    torch.manual_seed(0)
+    net = CODAE(ModelConfig(image_size=32, channels=1, widths=(4, 4, 8), kernels=(5, 3, 3), latent_dim=2, hidden=16,
+                            decoder_width=8)).train()
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    images, centres = [], []
+    for _ in range(8):
+        cx, cy = (12 + 8 * torch.rand(2, generator=g)).tolist()
+        sx, sy = (4 + 24 * torch.rand(2, generator=g)).tolist()
+        galaxy = 0.6 * torch.exp(-(((xx - cx) / 3.5) ** 2 + ((yy - cy) / 2.5) ** 2) / 2)
+        star = torch.exp(-((xx - sx) ** 2 + (yy - sy) ** 2) / 2)
+        images.append((galaxy + star).clamp(0, 1)[None])
+        centres.append([(2 * cx + 1) / 32 - 1, (2 * cy + 1) / 32 - 1])  # normalised frame, y down
+    images, target = torch.stack(images), torch.tensor(centres)  # (8, 1, 32, 32), (8, 2)
+    m = image_moments(subtract_background(images))
+    moment_err = torch.hypot(m.x - target[:, 0], m.y - target[:, 1]).mean()
+    opt = torch.optim.Adam([*net.centroid.parameters(), *net.trunk.parameters()], lr=3e-2)
+    for _ in range(10):
+        *_, first = net.trunk(images, with_stem=True)
+        x0, y0 = net.centroid(images, first)
+        loss = ((x0 - target[:, 0]) ** 2 + (y0 - target[:, 1]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        *_, first = net.trunk(images, with_stem=True)
+        x0, y0 = net.centroid(images, first)
+    learned_err = torch.hypot(x0 - target[:, 0], y0 - target[:, 1]).mean()
+    assert moment_err * 16 > 0.4  # pixels: the companion does pull the moment centroid
+    assert learned_err < 0.5 * moment_err, (float(learned_err) * 16, float(moment_err) * 16)
