@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", help="array name inside an .npz stack")
     p.add_argument("--store", type=Path, help="also write the loaded stack as a Zarr store here")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace results galaxy-codae wrote in --out (and --store)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or lines")
 
 
