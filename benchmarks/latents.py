@@ -389,6 +389,13 @@ def run(args: argparse.Namespace) -> None:
     else:
         codae, codae_steps, codae_min = train_run(budget_config(cfg, minutes=minutes, steps=steps), store,
                                                   out / "codae", "CODAE")
+    # the catalogue before the autoencoder's training: an inference that fails does so early
+    ckpt = args.checkpoint or out / "codae" / "checkpoint.pt"
+    # error_samples=0: the pose-error ensemble (K model calls per object) is not measured here
+    cat_path = infer_catalog(store, ckpt, out / "catalog.fits", workers=1, device="cpu", overwrite=True,
+                             error_samples=0)
+    cat = read_catalog(cat_path)
+
     ae_cfg = budget_config(cfg.replace(model={"kind": "ae"}), minutes=minutes, steps=steps)
     if args.ae_checkpoint:
         ae, ae_steps, ae_min, ae_saved = load_run(args.ae_checkpoint, "AE")
@@ -397,11 +404,6 @@ def run(args: argparse.Namespace) -> None:
     else:
         ae, ae_steps, ae_min = train_run(ae_cfg, store, out / "ae", "AE")
 
-    ckpt = args.checkpoint or out / "codae" / "checkpoint.pt"
-    # error_samples=0: the pose-error ensemble (K model calls per object) is not measured here
-    cat_path = infer_catalog(store, ckpt, out / "catalog.fits", workers=1, device="cpu", overwrite=True,
-                             error_samples=0)
-    cat = read_catalog(cat_path)
     pos = {v: i for i, v in enumerate(np.asarray(cat["id"]).tolist())}
     rows = np.array([pos[i] for i in ids])  # catalogue row of each store image, by id
     z = np.stack([np.asarray(cat[f"z_{j}"])[rows] for j in range(dim)], axis=1).astype(np.float64)
