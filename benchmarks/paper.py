@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipeline.evaluate.run import NO_POSE_KINDS, evaluate, make_eval_data, shapes_drawn  # noqa: E402
+from pipeline.evaluate.alignment import shapes_drawn  # noqa: E402
+from pipeline.evaluate.datasets import make_eval_data  # noqa: E402
+from pipeline.evaluate.run import evaluate  # noqa: E402
+from pipeline.evaluate.training import NO_POSE_KINDS  # noqa: E402
 
 ALL_MODELS = "codae,beta-vae,dae,spatial-vae,target-vae,irl-inr"
 # Non-circular shapes; each spread is taken on the shape's strongest harmonic (axis, order 3 or 4).

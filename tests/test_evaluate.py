@@ -12,8 +12,10 @@ import yaml
 from pipeline.cli import main
 from pipeline.data.memory import ArrayDataset
 from pipeline.errors import BadInputError
-from pipeline.evaluate.run import ModelCodes, codes_for_metrics, make_eval_data, orientation_spread, shapes_drawn
+from pipeline.evaluate.alignment import orientation_spread, shapes_drawn
+from pipeline.evaluate.datasets import make_eval_data
 from pipeline.evaluate.scientific import load_scientific, load_stack, normalise_stack, write_store
+from pipeline.evaluate.scoring import ModelCodes, codes_for_metrics
 from pipeline.simulate.shapes import rasterize
 
 # scikit-learn warns when a factor has as many classes (20 bins) as a handful of test samples hold;
@@ -159,7 +161,7 @@ def test_faint_background_texture_is_not_measured_as_shape():
 def test_one_blob_for_every_shape_is_not_counted_as_aligned_shapes():
     """A common axis is not enough: the aligned images must draw each shape as the inputs show it,
     and a triangle drawn as a round blob (its turn not learned) is not a triangle drawn."""
-    from pipeline.evaluate.run import SHAPE_MEASURES
+    from pipeline.evaluate.alignment import SHAPE_MEASURES
 
     rng = np.random.default_rng(1)
     labels = np.array(["rectangle"] * 6 + ["circle"] * 6 + ["triangle"] * 6)

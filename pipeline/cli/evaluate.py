@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.config import RunConfig, load_config
     from pipeline.errors import ConfigError
-    from pipeline.evaluate.run import evaluate, make_eval_data
+    from pipeline.evaluate.datasets import make_eval_data
+    from pipeline.evaluate.run import evaluate
 
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     if args.n < 10 or args.n_eval < 10:

@@ -63,6 +63,7 @@ from pipeline.errors import BadInputError
 
 __all__ = [
     "EIGHT_METRICS",
+    "angle_on_circle",
     "DCIScores",
     "PoseRemoval",
     "compute_all",
@@ -138,7 +139,7 @@ def _check_circular(circular: Sequence[int], n_factors: int) -> set[int]:
     return out
 
 
-def _angle_on_circle(theta_deg: NDArray[np.float64], period_deg: float | ArrayLike) -> NDArray[np.float64]:
+def angle_on_circle(theta_deg: NDArray[np.float64], period_deg: float | ArrayLike) -> NDArray[np.float64]:
     """Fold an angle (degrees) by its symmetry period and map it back onto [0, 360).
 
     ``theta' = (theta mod P) * 360 / P``; ``P`` may be a scalar or a per-sample (N,) array.
@@ -155,7 +156,7 @@ def _factor_column(f: NDArray[np.float64], k: int, circular: set[int], period_de
     if k not in circular:
         return f[:, k]
     period = 360.0 if period_deg is None else period_deg.get(k, 360.0)
-    return _angle_on_circle(f[:, k], period)
+    return angle_on_circle(f[:, k], period)
 
 
 def discretize_factors(
