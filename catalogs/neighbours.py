@@ -19,7 +19,7 @@ Exact: every distance is computed, nothing is approximated.  Backends:
 
 - ``kdtree``: ``scipy.spatial.cKDTree`` (exact; queries on every core).  It examines only the
   branches that can hold a nearer point, so it is far faster than brute force when the latents
-  fill few dimensions (as trained latents do), and no worse than a scan when they fill many.
+  fill few dimensions (as trained latents tend to), and slower when they fill many.
 - ``numpy``: brute force, blocked matrix products ``|q|^2 - 2 q.x + |x|^2`` in float32 with
   ``argpartition``; needs nothing beyond numpy.
 - ``faiss``: brute force with ``faiss.IndexFlatL2`` (blocked BLAS products, a heap per query,
@@ -27,8 +27,10 @@ Exact: every distance is computed, nothing is approximated.  Backends:
 
 All return the same neighbours (ties aside); the k distances are recomputed in float64 from the
 embedded coordinates, so they do not carry the float32 cancellation of the product form.  A
-single search uses the tree; a whole-catalogue search (``--all``) times brute force (faiss,
-else numpy) and the tree on its first queries and keeps the faster.  ``benchmarks/similar.py``
+single search uses numpy brute force, whose cost (one pass over the rows) does not depend on how
+the latents fill their space; a whole-catalogue search (``--all``) times brute force (faiss,
+else numpy) and the tree on its first queries and keeps the faster: the tree wins by 5-15x when
+the latents fill few dimensions and loses by 2-7x when they fill all 16.  ``benchmarks/similar.py``
 prints the measurements behind this choice.
 
 Beyond a few million rows an exhaustive search stops being interactive; there, FAISS's
@@ -162,7 +164,7 @@ def default_backend() -> str:
 class NeighbourIndex:
     """Exact k-nearest-neighbour search over points (N, D) float32 (see the module docstring).
 
-    ``backend``: ``kdtree``, ``numpy`` or ``faiss``, or ``auto``: the k-d tree for single
+    ``backend``: ``kdtree``, ``numpy`` or ``faiss``, or ``auto``: numpy brute force for single
     searches; for :meth:`all_neighbours`, whichever of brute force (faiss if installed, else
     numpy) and the k-d tree is faster on a first block of queries (all exact).  ``backend`` holds the one in use.  Structures are built
     on first use.
@@ -175,7 +177,7 @@ class NeighbourIndex:
         if self.points.ndim != 2:
             raise BadInputError(f"points must be (rows, dims), got shape {self.points.shape}")
         self.auto = backend == "auto"
-        self.backend = "kdtree" if backend == "auto" else backend
+        self.backend = "numpy" if backend == "auto" else backend
         self._built: dict[str, object] = {}
 
     def __len__(self) -> int:

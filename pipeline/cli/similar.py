@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="standardised: Euclidean on latents scaled by median and 1.4826 MAD; "
                         "euler: Euclidean on (cos z, sin z), as the decoder reads them (default standardised)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="exact search: kdtree (scipy), numpy or faiss (if installed); auto: the tree for one "
+                   help="exact search: kdtree (scipy), numpy or faiss (if installed); auto: numpy for one "
                         "search, the faster of brute force and the tree for --all (default auto)")
     p.add_argument("--store", default=None, help="the Zarr store the catalogue was made from (for --png)")
     p.add_argument("--png", metavar="GRID.png", default=None, help="write the mosaic here (needs --store)")
