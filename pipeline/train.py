@@ -71,9 +71,9 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     ``config``; training budgets may change).  ``stop_after_steps`` ends the process early with a
     checkpoint, as a kill would (tests use it to check that resuming is exact).
     """
-    run = set_up_run(config, source, out, resume=resume, progress=progress)
     # the bar starts before the set-up (model build, data), so a log shows within seconds that training began
     bar = Progress("train", None, unit="steps", sink=progress and os.environ.get("RANK", "0") == "0")  # rank 0 only
+    run = set_up_run(config, source, out, resume=resume, progress=progress)
     tc, out = config.train, run.out
     model, net, optim, device, rank, world = run.model, run.net, run.optim, run.device, run.rank, run.world
     planned, steps_per_epoch = run.planned, run.steps_per_epoch
@@ -81,8 +81,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     log_sum, log_count = run.log_sum, run.log_count
     moments_on = getattr(model, "uses_moment_loss", True)
     compiled = compile_parts(model) if tc.compile else []
-
     bar.set_total(planned, done=step)
+
     def checkpoint() -> None:
         if rank != 0:
             return
@@ -149,12 +149,12 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
                 now = time.monotonic()
                 rate = (step - last_step) * tc.batch_size * world / max(now - last_t, 1e-9)
                 last_t, last_step = now, step
-                rows.append(_row(step, epoch + batch_in_epoch / max(steps_per_epoch, 1), now - t0, rate, beta,
+                rows.append(_row(step, epoch + batch_in_epoch / max(steps_per_epoch, 1), now - t0, rate, last.beta,
                                  means, optim.param_groups[0]["lr"]))
                 m = dict(zip(TERMS, means))
                 bar.update(0, epoch=f"{epoch + 1}/{tc.max_epochs}", img_s=round(rate, 1), loss=m["loss"],
                            recon=m["reconstruction"], centroid=m["centroid"], orient=m["orientation"],
-                           aligned=m["aligned"], beta=round(beta, 3))
+                           aligned=m["aligned"], beta=round(last.beta, 3))  # 0 for models without the prior
             out_of_time = tc.max_minutes is not None and (time.monotonic() - t0) > 60 * tc.max_minutes
             if step % tc.checkpoint_every == 0 or out_of_time or step == stop_after_steps:
                 checkpoint()
@@ -169,8 +169,8 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
         if stopped_early or step >= planned:
             break
     elapsed = time.monotonic() - t0
-    uncompile(model, compiled)  # figures and the returned model run eagerly (other batch sizes, eval mode)
     bar.close()
+    uncompile(model, compiled)  # figures and the returned model run eagerly (other batch sizes, eval mode)
     checkpoint()
     if rank == 0 and step != stop_after_steps:  # a time-budget stop is a finished run; a simulated kill is not
         from pipeline.figures import training_figures
