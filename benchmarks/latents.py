@@ -14,7 +14,10 @@ predicted from
 R^2 is pooled over 5 shuffled folds (out-of-fold predictions of every galaxy against the truth),
 features standardised inside each fold, by ridge regression (alpha chosen by inner leave-one-out
 over 1e-3 ... 1e3) and by k-nearest-neighbour regression (``--k``, default 10, uniform weights).
-``best`` names the representation with the highest of its two R^2.
+``best`` names the representation with the highest of its two R^2, or ``-`` when none reaches
+:data:`MEASURABLE_R2` (0.05): a property no representation predicts (the bulge Sersic index and
+the component colours, at this resolution and noise) has no winner, and the summary line counts
+only the others.
 
 Rotation invariance, on ``--n-turn`` galaxies: the variance of a representation across turned
 copies of each galaxy over its variance across the unturned galaxies, each summed over dimensions.
@@ -85,6 +88,8 @@ TRUTH: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray]]] = {
     "log_sky_noise": ("log10 r sky noise per pixel", lambda t: np.log10(t["sky_noise"])),
 }
 REPRESENTATIONS = ("z", "pca", "ae", "pose")
+#: below this R^2 (better of ridge and kNN) for every representation a property has no ``best``.
+MEASURABLE_R2 = 0.05
 #: the figure's rows: label -> truth property that varies along the row.
 FIGURE_ROWS = {"size": "log_hlr_pix", "axis ratio": "axis_ratio", "colour g-r": "g_r", "bulge fraction": "bulge_fraction"}
 FIGURE_QUANTILES = (0.03, 0.35, 0.65, 0.97)
@@ -207,14 +212,15 @@ def r2_table(reps: dict[str, np.ndarray], targets: pd.DataFrame, *, k: int, seed
         row: dict[str, float | str] = {}
         for name, feats in reps.items():
             row[f"{name}_ridge"], row[f"{name}_knn"] = r2_scores(feats, y, k=k, seed=seed)
-        row["best"] = max(reps, key=lambda r: max(row[f"{r}_ridge"], row[f"{r}_knn"]))
+        top = max(reps, key=lambda r: max(row[f"{r}_ridge"], row[f"{r}_knn"]))
+        row["best"] = top if max(row[f"{top}_ridge"], row[f"{top}_knn"]) >= MEASURABLE_R2 else "-"
         rows[prop] = row
     return pd.DataFrame(rows).T
 
 
 def format_r2_table(table: pd.DataFrame, reps: list[str]) -> str:
     """The table as fixed-width text: ridge and kNN per representation, ``*`` on each row's best."""
-    width = max(len(p) for p in table.index) + 1
+    width = max(len("property"), *(len(p) for p in table.index)) + 1
     head = "property".ljust(width) + "".join(f" | {r:^15}" for r in reps) + " | best"
     sub = " " * width + "".join(f" | {'ridge':>7}{'kNN':>7} " for _ in reps) + " |"
     lines = [head, sub]
@@ -421,9 +427,12 @@ def run(args: argparse.Namespace) -> None:
     table.to_csv(out / "r2.csv")
     print(f"\nR^2 of each true property, 5-fold pooled out-of-fold; ridge | kNN (k={args.k}); * best of 4:")
     print(format_r2_table(table, list(REPRESENTATIONS)))
-    zb, others = best_r2(table, "z"), pd.concat([best_r2(table, r) for r in ("pca", "ae")], axis=1).max(axis=1)
-    print(f"z beats both pixel PCA and the plain AE on {(zb > others).sum()} of {len(zb)} properties "
-          f"(better of ridge and kNN); pose alone: max R^2 {best_r2(table, 'pose').max():.3f}")
+    measurable = table["best"] != "-"
+    zb = best_r2(table, "z")[measurable]
+    others = pd.concat([best_r2(table, r) for r in ("pca", "ae")], axis=1).max(axis=1)[measurable]
+    print(f"z beats both pixel PCA and the plain AE on {(zb > others).sum()} of the {len(zb)} properties some "
+          f"representation predicts (R^2 >= {MEASURABLE_R2:g}; better of ridge and kNN); pose alone: max R^2 "
+          f"{best_r2(table, 'pose').max():.3f}")
 
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.choice(len(images), size=min(args.n_turn, len(images)), replace=False))

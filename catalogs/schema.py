@@ -28,6 +28,7 @@ __all__ = [
     "FLAG_ORIENTATION_ILL_DEFINED",
     "FLAG_CENTROID_NEAR_EDGE",
     "FLAG_RECON_OUTLIER",
+    "FLAG_NO_DIRECTION",
     "FLAG_BITS",
     "LATENT_PREFIX",
     "catalog_schema",
@@ -46,11 +47,14 @@ FLAG_ORIENTATION_ILL_DEFINED: int = 1
 FLAG_CENTROID_NEAR_EDGE: int = 2
 #: bit 4 of ``flags``: the same-view reconstruction error is an outlier.
 FLAG_RECON_OUTLIER: int = 4
+#: bit 8 of ``flags``: the galaxy shows no direction; ``theta_deg`` is its axis, in [0, 180).
+FLAG_NO_DIRECTION: int = 8
 #: flag value -> meaning, in bit order (written to the FITS header as comments).
 FLAG_BITS: dict[int, str] = {
     FLAG_ORIENTATION_ILL_DEFINED: "orientation ill-defined (near-round)",
     FLAG_CENTROID_NEAR_EDGE: "centroid near the edge of the cutout",
     FLAG_RECON_OUTLIER: "reconstruction outlier",
+    FLAG_NO_DIRECTION: "no direction (theta_deg is the axis, in [0,180))",
 }
 
 #: latent columns are ``z_0`` ... ``z_{d-1}``.
@@ -141,7 +145,7 @@ _HEAD: tuple[ColumnSpec, ...] = (
     _col("y_pix", "f4", "pix", "pos.cartesian.y;instr.pixel",
          "centroid y, original cutout pixels, 0-based, y down", "F9.3"),
     _col("theta_deg", "f4", "deg", "pos.posAng;instr.pixel",
-         "orientation in [0,360), CCW from +x as the cutout is displayed", "F8.3"),
+         "orientation in [0,360), CCW from +x as displayed; [0,180) where no direction (flags bit 8)", "F8.3"),
     _col("pa_deg", "f4", "deg", "pos.posAng;meta.main",
          "position angle [0,180), E of N; NaN where unknown (flags bit 1)", "F8.3"),
     _col("moment_pa_deg", "f4", "deg", "pos.posAng",
@@ -160,8 +164,10 @@ _TAIL: tuple[ColumnSpec, ...] = (
          "1-sigma error of y_pix: ensemble spread calibrated on simulations", "F8.3"),
     _col("moment_pa_err_deg", "f4", "deg", "stat.error;pos.posAng",
          "1-sigma error of moment_pa_deg, propagated from the sky noise", "F7.3"),
+    _col("direction_snr", "f4", None, "stat.snr;pos.posAng",
+         "how much better theta_deg than theta_deg+180 explains the image, noise units", "F9.2"),
     _col("flags", "i2", None, "meta.code.qual",
-         "bits: 1 near-round (no orientation), 2 near edge, 4 recon outlier", "I5"),
+         "bits: 1 near-round, 2 near edge, 4 recon outlier, 8 no direction", "I5"),
 )
 # fmt: on
 

@@ -18,7 +18,8 @@ The work is cut per store shard (objects ``[k * shard_size, (k + 1) * shard_size
 
 :func:`infer_catalog` does all three, over a Dask cluster for ``workers > 1`` (a
 ``LocalCluster`` of single-threaded processes) or an existing scheduler (``scheduler``);
-``workers=1`` without a scheduler runs in this process (no cluster to start).  Tasks ask
+``workers=1`` without a scheduler runs in this process (no cluster to start); a local cluster
+listens on loopback only (:func:`pipeline.cluster.local_cluster`).  Tasks ask
 for ``resources={"GPU": 1}`` only when some worker of the cluster advertises a GPU resource.
 
 Columns and frames
@@ -38,8 +39,8 @@ sky level, turned by quarter turns (:func:`pipeline.predict.pose_spread`): the s
 model's answers, made into errors by the plan's :class:`pipeline.predict.ErrorCalibration`
 (the checkpoint's ``pose_errors.json`` when fitted for it, else the defaults), converted to
 cutout pixels.  K = 0 leaves them NaN.  The ensemble's noise is seeded per object, so a
-catalogue is the same for any batch size and number of workers.  The header's ``INFCONF`` records K and the
-calibration used.
+catalogue is the same for any batch size and number of workers.  The header's ``INFCONF``
+records K and the calibration used.
 
 Flags (bits of :mod:`catalogs.schema`)
 --------------------------------------
@@ -57,6 +58,11 @@ Flags (bits of :mod:`catalogs.schema`)
   (2) store pixels of the store image's edge (or outside it).
 - ``FLAG_RECON_OUTLIER`` (4): ``recon_mse > median + 5 x 1.4826 x MAD`` over the whole
   catalogue (:data:`RECON_OUTLIER_K`), computed at the merge.
+- ``FLAG_NO_DIRECTION`` (8): ``|direction_snr| <`` :data:`pipeline.predict.DIRECTION_SIGNIF_MIN`
+  (3): the same-view reconstruction explains the image no better with ``theta`` than with
+  ``theta + 180`` (a galaxy that looks the same turned by a half turn, or a model without a
+  direction read-out).  ``theta_deg`` is then the axis, reported in [0, 180); ``pa_deg`` is an
+  axis whatever the flag.
 
 Latent names
 ------------
@@ -83,6 +89,7 @@ import numpy as np
 from catalogs import atomic
 from catalogs.schema import (
     FLAG_CENTROID_NEAR_EDGE,
+    FLAG_NO_DIRECTION,
     FLAG_ORIENTATION_ILL_DEFINED,
     FLAG_RECON_OUTLIER,
     first_bad_id,
@@ -353,6 +360,7 @@ def _part_ok(path: Path, plan: InferencePlan, start: int, stop: int) -> bool:
         with np.load(path, allow_pickle=False) as z:
             return (str(z["checkpoint_sha256"]) == plan.checkpoint_sha256 and int(z["start"]) == start
                     and int(z["stop"]) == stop and len(z["id"]) == stop - start and "pa_err_deg" in z
+                    and "direction_snr" in z
                     and all(f"prop_{k}" in z for k in PROPERTIES))
     except (OSError, ValueError, KeyError, EOFError):
         return False
@@ -369,7 +377,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
 
     from pipeline.data.store import open_store
     from pipeline.latent_labels import measure_images
-    from pipeline.predict import ErrorCalibration, concat, predict_batch
+    from pipeline.predict import DIRECTION_SIGNIF_MIN, ErrorCalibration, concat, predict_batch
 
     plan = read_plan(work_dir)
     if not 0 <= shard_index < len(plan.shard_ranges):
@@ -413,6 +421,9 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
     lo, hi = EDGE_MARGIN_PIX - 0.5, size - 0.5 - EDGE_MARGIN_PIX  # pixel edges at -0.5 and size - 0.5
     near = ~((p.x_pix >= lo) & (p.x_pix <= hi) & (p.y_pix >= lo) & (p.y_pix <= hi))
     flags[near] |= FLAG_CENTROID_NEAR_EDGE
+    no_direction = ~(np.abs(p.direction_signif) >= DIRECTION_SIGNIF_MIN)  # NaN (no read-out): no direction
+    flags[no_direction] |= FLAG_NO_DIRECTION
+    theta[no_direction] = np.mod(theta[no_direction], 180.0)  # the axis only: honest about the half turn
     pa_deg = theta_to_pa(p.theta_deg).astype(np.float32)
     pa_deg[(flags & FLAG_ORIENTATION_ILL_DEFINED) != 0] = np.nan  # unknown orientation: null (theta_deg kept)
     arrays: dict[str, np.ndarray] = {
@@ -426,6 +437,7 @@ def infer_shard(work_dir: str | os.PathLike, shard_index: int) -> Path:
         "x_err_pix": (cal.x_err_pix(p.x_spread_pix) * to_cutout).astype(np.float32),
         "y_err_pix": (cal.y_err_pix(p.y_spread_pix) * to_cutout).astype(np.float32),
         "moment_pa_err_deg": moment_pa_err.astype(np.float32),
+        "direction_snr": p.direction_signif.astype(np.float32),
         "z": p.z.astype(np.float32), "recon_mse": p.recon_mse.astype(np.float32), "flags": flags,
         "start": np.int64(start), "stop": np.int64(stop), "checkpoint_sha256": np.str_(plan.checkpoint_sha256),
         "device": np.str_(str(dev)), "exported": np.bool_(exported),
@@ -474,7 +486,7 @@ def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: 
             devices.add(str(z["device"]))
             exported.add(bool(z["exported"]))
             for name in ("id", "ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg",
-                         "moment_axis_ratio", "z", "recon_mse", *_ERROR_COLUMNS, "flags",
+                         "moment_axis_ratio", "z", "recon_mse", *_ERROR_COLUMNS, "direction_snr", "flags",
                          *(f"prop_{k}" for k in PROPERTIES)):
                 cols.setdefault(name, []).append(z[name])
     data = {name: np.concatenate(v) for name, v in cols.items()}
@@ -502,7 +514,7 @@ def merge_parts(work_dir: str | os.PathLike, out: str | os.PathLike, *, format: 
     for j, name in enumerate(latent_names(plan.latent_dim)):
         table[name] = z[:, j]
     table["recon_mse"] = data["recon_mse"][perm]
-    for name in _ERROR_COLUMNS:
+    for name in (*_ERROR_COLUMNS, "direction_snr"):
         table[name] = data[name][perm]
     threshold = recon_outlier_threshold(table["recon_mse"])
     flags = data["flags"][perm].copy()

@@ -34,11 +34,13 @@ import torch
 from catalogs import atomic
 from pipeline.conventions import normalized_to_pixel, wrap_360
 from pipeline.errors import BadInputError
+from pipeline.loss import half_turn_significance
 from pipeline.moments import MAX_AXIS_ERROR_RAD, image_moments, moment_errors, sky_level, subtract_background
 
 __all__ = [
     "Predictions",
     "predict_batch",
+    "DIRECTION_SIGNIF_MIN",
     "pose_spread",
     "concat",
     "ErrorCalibration",
@@ -51,6 +53,8 @@ __all__ = [
     "calibration_for",
 ]
 
+#: below this |direction_signif| (noise units) a galaxy shows no direction: theta is an axis only.
+DIRECTION_SIGNIF_MIN = 3.0
 #: file beside a checkpoint that holds its error calibration.
 CALIBRATION_FILE = "pose_errors.json"
 #: largest stated axis error, degrees: the standard deviation of an axis drawn at random (52 deg).
@@ -70,6 +74,11 @@ class Predictions:
     sky noise (store pixels, degrees).
     x_spread_pix, y_spread_pix (store pixels), theta_spread_deg (degrees, of the axis mod 180):
     the model's ensemble spread (:func:`pose_spread`), uncalibrated; NaN without an ensemble.
+    direction_signif: how much better the same-view reconstruction explains the image than the
+    same drawing turned by a half turn, in units of the noise
+    (:func:`pipeline.loss.half_turn_significance`); |value| < :data:`DIRECTION_SIGNIF_MIN` means the
+    galaxy shows no direction and only the axis (theta mod 180) is measured.  NaN for models
+    without a direction read-out.
     """
 
     x_pix: np.ndarray
@@ -88,6 +97,7 @@ class Predictions:
     x_spread_pix: np.ndarray
     y_spread_pix: np.ndarray
     theta_spread_deg: np.ndarray
+    direction_signif: np.ndarray
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -174,6 +184,9 @@ def predict_batch(model: torch.nn.Module, images: torch.Tensor, *, background_ri
     else:
         spreads = (np.full(n, np.nan, np.float32),) * 3
 
+    flip = getattr(out, "same_view_flip", None)
+    signif = (_np(half_turn_significance(images, out.same_view, flip)) if flip is not None
+              else np.full(n, np.nan, np.float32))
     return Predictions(
         x_pix=normalized_to_pixel(_np(out.x), size), y_pix=normalized_to_pixel(_np(out.y), size),
         theta_deg=wrap_360(np.rad2deg(_np(out.theta))), z=_np(out.z), recon_mse=_np(recon),
@@ -181,7 +194,7 @@ def predict_batch(model: torch.nn.Module, images: torch.Tensor, *, background_ri
         moment_theta_deg=np.mod(np.rad2deg(_np(m.theta)), 180.0), moment_axis_ratio=_np(m.axis_ratio),
         moment_anisotropy=_np(m.anisotropy), moment_x_err_pix=_np(me.x) * half, moment_y_err_pix=_np(me.y) * half,
         moment_theta_err_deg=np.rad2deg(_np(me.theta)), x_spread_pix=spreads[0], y_spread_pix=spreads[1],
-        theta_spread_deg=spreads[2])
+        theta_spread_deg=spreads[2], direction_signif=signif)
 
 
 def concat(preds: list[Predictions]) -> Predictions:
@@ -265,27 +278,61 @@ def _fit_column(abs_error: np.ndarray, spread: np.ndarray, floor: float, target:
     return hi
 
 
+#: candidate floors of the joint fit: these quantiles of the real |error| (0: no floor).
+_FLOOR_QUANTILES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+
+
+def _fit_floor(abs_error: np.ndarray, spread: np.ndarray, target: float, bins: int = 4) -> float:
+    """The floor whose fitted scale gives the most even coverage across quantile bins of the spread.
+
+    For each candidate floor (:data:`_FLOOR_QUANTILES` of the real |error|) the scale is fitted
+    for an overall coverage of ``target``; the floor kept is the one whose worst bin (``bins``
+    equal-count bins of the spread, an observable) is closest to ``target``: an error that is
+    right for quiet and noisy objects alike, not only on average.
+    """
+    a, s = np.abs(np.asarray(abs_error, np.float64)), np.asarray(spread, np.float64)
+    ok = np.isfinite(a) & np.isfinite(s)
+    a, s = a[ok], s[ok]
+    edges = np.quantile(s, np.linspace(0.0, 1.0, bins + 1))
+    which = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, bins - 1)
+    best, best_worst = 0.0, np.inf
+    for q in _FLOOR_QUANTILES:
+        floor = float(np.quantile(a, q)) if q > 0 else 0.0
+        scale = _fit_column(a, s, floor, target)
+        covered = a <= np.hypot(scale * s, floor)
+        worst = max(abs(covered[which == b].mean() - target) for b in range(bins) if (which == b).any())
+        if worst < best_worst - 1e-9:
+            best, best_worst = floor, worst
+    return best
+
+
 def fit_error_calibration(*, pa_abs_err_deg: np.ndarray, pa_spread_deg: np.ndarray, x_abs_err_pix: np.ndarray,
                           x_spread_pix: np.ndarray, y_abs_err_pix: np.ndarray, y_spread_pix: np.ndarray,
-                          samples: int, source: str, checkpoint_sha256: str = "", floor_quantile: float = 0.0,
-                          target: float = 0.68) -> ErrorCalibration:
-    """Fit scales (and optional floors) so that a fraction ``target`` of objects has ``|error| <= stated``.
+                          samples: int, source: str, checkpoint_sha256: str = "",
+                          floor_quantile: float | None = None, target: float = 0.68) -> ErrorCalibration:
+    """Fit scales and floors so that a fraction ``target`` of objects has ``|error| <= stated``.
 
-    Errors and spreads in the same units (degrees; store pixels), matched per object, from a
-    survey with truth.  ``floor_quantile``: the floor is this quantile of the real |error|
-    (0: no floor; the error then is the scaled spread alone).
+    Errors and spreads in the same units (degrees; pixels of one frame), matched per object,
+    from a survey with truth.  ``floor_quantile``: ``None`` fits the floor with the scale
+    (:func:`_fit_floor`: even coverage across the range of spreads); a number fixes the floor
+    at that quantile of the real |error| (0: no floor, the error is the scaled spread alone).
+    The centroid's floor is one for x and y, fitted on both together.
     """
-    def floor_of(a: np.ndarray) -> float:
+    x_a, y_a = np.asarray(x_abs_err_pix, np.float64), np.asarray(y_abs_err_pix, np.float64)
+    x_s, y_s = np.asarray(x_spread_pix, np.float64), np.asarray(y_spread_pix, np.float64)
+
+    def floor_of(a: np.ndarray, spread: np.ndarray) -> float:
         a = np.abs(np.asarray(a, np.float64))
+        if floor_quantile is None:
+            return _fit_floor(a, spread, target)
         return float(np.nanquantile(a, floor_quantile)) if floor_quantile > 0 else 0.0
 
-    pa_floor = floor_of(pa_abs_err_deg)
-    xy_floor = floor_of(np.concatenate([np.asarray(x_abs_err_pix), np.asarray(y_abs_err_pix)]))
+    pa_floor = floor_of(pa_abs_err_deg, np.asarray(pa_spread_deg, np.float64))
+    xy_floor = floor_of(np.concatenate([x_a, y_a]), np.concatenate([x_s, y_s]))
     return ErrorCalibration(
         pa_scale=_fit_column(pa_abs_err_deg, pa_spread_deg, pa_floor, target), pa_floor_deg=pa_floor,
-        x_scale=_fit_column(x_abs_err_pix, x_spread_pix, xy_floor, target),
-        y_scale=_fit_column(y_abs_err_pix, y_spread_pix, xy_floor, target), xy_floor_pix=xy_floor,
-        samples=int(samples), source=source, checkpoint_sha256=checkpoint_sha256)
+        x_scale=_fit_column(x_a, x_s, xy_floor, target), y_scale=_fit_column(y_a, y_s, xy_floor, target),
+        xy_floor_pix=xy_floor, samples=int(samples), source=source, checkpoint_sha256=checkpoint_sha256)
 
 
 def write_calibration(cal: ErrorCalibration, path: str | os.PathLike, **extra: object) -> Path:

@@ -100,8 +100,11 @@ def _check_data(dataset: Dataset, cfg: RunConfig) -> None:
     img, _ = dataset[0]
     want = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
     if tuple(img.shape) != want:
-        raise ConfigError(f"data images are {tuple(img.shape)} (C, H, W) but the model expects {want}: "
-                          f"set model.channels and model.image_size in the config")
+        c, h, _ = img.shape
+        raise ConfigError(f"the data hold {c} x {h} x {h} images (C, H, W), the model is configured for "
+                          f"{want[0]} x {want[1]} x {want[2]}: give --config a file with model.image_size: {h} and "
+                          f"model.channels: {c} (galaxy-codae config --show-defaults writes one), or ingest the "
+                          f"survey again with --image-size {want[1]}")
     if len(dataset) < cfg.train.batch_size:
         raise BadInputError(f"only {len(dataset)} images, fewer than one batch of {cfg.train.batch_size}")
 

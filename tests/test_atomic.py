@@ -122,8 +122,8 @@ def test_write_catalog_overwrites_only_its_own_catalogues(tmp_path):
 
 
 def test_demo_survey_overwrite_replaces_only_a_demo_survey(tmp_path):
-    from pipeline.simulate.survey import write_demo_survey
     from pipeline.errors import BadInputError
+    from pipeline.simulate.survey import write_demo_survey
 
     out = write_demo_survey(tmp_path / "s", 2, seed=1, size=64, progress=False)
     write_demo_survey(out, 3, seed=1, size=64, overwrite=True, progress=False)

@@ -144,6 +144,21 @@ def test_two_dask_workers_give_the_same_catalogue(demo_run, tmp_path):
     assert '"workers": 2' in b.meta["INFCONF"]
 
 
+def test_no_direction_flag_and_theta_agree_with_direction_snr(demo_run, tmp_path):
+    """Flag bit 8 is set exactly where |direction_snr| < 3, and theta_deg is then an axis in [0, 180)."""
+    from catalogs.schema import FLAG_NO_DIRECTION
+    from pipeline.predict import DIRECTION_SIGNIF_MIN
+
+    cat = read_catalog(infer_catalog(demo_run["store"], demo_run["checkpoint"], tmp_path / "c.fits", device="cpu",
+                                     error_samples=0))
+    snr = np.asarray(cat["direction_snr"], dtype=np.float64)
+    flagged = (np.asarray(cat["flags"]) & FLAG_NO_DIRECTION) != 0
+    assert np.isfinite(snr).all()
+    np.testing.assert_array_equal(flagged, ~(np.abs(snr) >= DIRECTION_SIGNIF_MIN))
+    theta = np.asarray(cat["theta_deg"], dtype=np.float64)
+    assert (theta[flagged] < 180.0).all() and (theta >= 0).all() and (theta < 360.0).all()
+
+
 def test_recon_outlier_threshold_is_median_plus_5_mad():
     v = np.r_[np.linspace(1.0, 2.0, 101), 50.0, np.nan]
     med = 1.5 + (1.0 / 100) * 0.5  # median of 102 finite values

@@ -106,7 +106,7 @@ def test_correlations_equal_scipy_and_name_the_latents():
                   rng.normal(size=n)], axis=1)
     r = correlations(z, props)
     for j in range(3):
-        for p, (k, q) in enumerate(props.items()):
+        for p, q in enumerate(props.values()):
             ok = np.isfinite(q) & np.isfinite(z[:, j])
             assert r[j, p] == pytest.approx(stats.pearsonr(z[ok, j], q[ok]).statistic, abs=1e-12)
     labels = label_latents(r)

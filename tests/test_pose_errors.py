@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,6 +29,7 @@ from pipeline.predict import (
     read_calibration,
     write_calibration,
 )
+from tests.conftest import fitsverify
 
 SIZE = 64
 
@@ -164,21 +164,35 @@ class _Wrapped(MomentModel):
 # ---------------------------------------------------------------- calibration
 
 
+def _fit(err: np.ndarray, spread: np.ndarray, **kw) -> ErrorCalibration:
+    return fit_error_calibration(pa_abs_err_deg=err, pa_spread_deg=spread, x_abs_err_pix=err, x_spread_pix=spread,
+                                 y_abs_err_pix=err, y_spread_pix=spread, samples=8, source="test", **kw)
+
+
 def test_fit_recovers_the_scale_and_gives_0_68_coverage():
     rng = np.random.default_rng(4)
     spread = rng.uniform(0.5, 3.0, 4000)
     err = np.abs(rng.normal(0.0, 2.5 * spread))  # the real errors are 2.5 x the spread
-    cal = fit_error_calibration(pa_abs_err_deg=err, pa_spread_deg=spread, x_abs_err_pix=err, x_spread_pix=spread,
-                                y_abs_err_pix=err, y_spread_pix=spread, samples=8, source="test")
-    assert cal.pa_scale == pytest.approx(2.5, rel=0.05)
+    cal = _fit(err, spread, floor_quantile=0.0)
+    assert cal.pa_scale == pytest.approx(2.5, rel=0.05) and cal.pa_floor_deg == 0.0
     assert coverage(err, cal.pa_err_deg(spread)) == pytest.approx(0.68, abs=0.01)
     fresh = np.abs(rng.normal(0.0, 2.5 * spread))
     assert coverage(fresh, cal.x_err_pix(spread)) == pytest.approx(0.68, abs=0.03)
-    floored = fit_error_calibration(pa_abs_err_deg=err + 1.0, pa_spread_deg=spread, x_abs_err_pix=err,
-                                    x_spread_pix=spread, y_abs_err_pix=err, y_spread_pix=spread, samples=8,
-                                    source="test", floor_quantile=0.3)
-    assert floored.pa_floor_deg > 1.0
-    assert coverage(err + 1.0, floored.pa_err_deg(spread)) == pytest.approx(0.68, abs=0.01)
+
+
+def test_fitted_floor_keeps_coverage_even_across_the_spreads():
+    rng = np.random.default_rng(5)
+    spread = np.exp(rng.uniform(np.log(0.05), np.log(5.0), 8000))
+    err = np.abs(rng.normal(0.0, np.hypot(2.0 * spread, 1.0)))  # a systematic 1.0 beside the noise
+    low, high = spread < np.median(spread), spread >= np.median(spread)
+    scale_only = _fit(err, spread, floor_quantile=0.0)
+    st = scale_only.pa_err_deg(spread)
+    assert coverage(err[low], st[low]) < 0.55 < 0.8 < coverage(err[high], st[high])  # one factor cannot do both
+    cal = _fit(err, spread)
+    st = cal.pa_err_deg(spread)
+    assert 0.5 < cal.pa_floor_deg < 1.5 and cal.pa_scale == pytest.approx(2.0, rel=0.25)
+    for part in (low, high):
+        assert coverage(err[part], st[part]) == pytest.approx(0.68, abs=0.05)
 
 
 def test_calibration_file_is_used_only_for_its_own_checkpoint(tmp_path):
@@ -234,10 +248,7 @@ def test_catalogue_carries_the_errors_and_records_the_calibration(demo_run, tmp_
         names = [hdr[f"TTYPE{i}"] for i in range(1, hdr["TFIELDS"] + 1)]
         i = names.index("pa_err_deg") + 1
         assert hdr[f"TUNIT{i}"] == "deg" and hdr[f"TUCD{i}"].startswith("stat.error")
-    exe = shutil.which("fitsverify")
-    if exe:
-        res = subprocess.run([exe, str(out)], capture_output=True, text=True, check=False).stdout
-        assert "Verification found 0 warning(s) and 0 error(s)" in res, res
+    fitsverify(out)
 
     # without an ensemble the model's errors are NaN; the moments' are still there
     rc = main(["infer", "--store", str(store), "--checkpoint", str(ckpt), "--out", str(tmp_path / "k0.fits"),

@@ -7,7 +7,6 @@ import math
 import warnings
 
 import numpy as np
-import pytest
 import torch
 from skimage import data as skdata
 from skimage import filters, measure

@@ -24,7 +24,14 @@ from pipeline.config import ModelConfig
 from pipeline.errors import BadInputError
 from pipeline.geometry import warp_to_view
 from pipeline.model.decoder import Decoder
-from pipeline.model.encoder import AlignedEncoder, EquiBranch, EquivariantPose, EquivariantTrunk, InvBranch, LearnedCentroid
+from pipeline.model.encoder import (
+    AlignedEncoder,
+    EquiBranch,
+    EquivariantPose,
+    EquivariantTrunk,
+    InvBranch,
+    LearnedCentroid,
+)
 from pipeline.model.output import ModelOutput
 
 __all__ = ["CODAE", "model_state_dict", "load_model_state"]

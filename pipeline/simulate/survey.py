@@ -128,7 +128,7 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
     if size < 16:
         raise BadInputError(f"cutout size must be >= 16 pixels, got {size}")
     if out.exists() and not overwrite:
-        raise BadInputError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise BadInputError(f"{out} already exists; pass --overwrite to replace it")
     atomic.check_may_replace(out, kinds=(SURVEY_KIND,), error=BadInputError)  # only a survey this project wrote
     if regime is not None:
         if sky_noise is not None:
@@ -168,7 +168,6 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
         truth = pd.DataFrame([t.record() for t in truths])
         truth.insert(0, "iauname", names)
         truth.to_parquet(tmp / "truth.parquet", index=False)
-
         atomic.mark_owned(tmp, SURVEY_KIND)
         atomic.replace_dir(tmp, out, may_replace=lambda p: atomic.overwrite_refusal(p, kinds=(SURVEY_KIND,)))
     except FileExistsError as e:
