@@ -145,7 +145,7 @@ _HEAD: tuple[ColumnSpec, ...] = (
     _col("y_pix", "f4", "pix", "pos.cartesian.y;instr.pixel",
          "centroid y, original cutout pixels, 0-based, y down", "F9.3"),
     _col("theta_deg", "f4", "deg", "pos.posAng;instr.pixel",
-         "orientation in [0,360), CCW from +x as displayed; [0,180) where no direction (flags bit 8)", "F8.3"),
+         "orientation [0,360), CCW from +x as displayed; [0,180) if flag bit 8", "F8.3"),
     _col("pa_deg", "f4", "deg", "pos.posAng;meta.main",
          "position angle [0,180), E of N; NaN where unknown (flags bit 1)", "F8.3"),
     _col("moment_pa_deg", "f4", "deg", "pos.posAng",
@@ -165,7 +165,7 @@ _TAIL: tuple[ColumnSpec, ...] = (
     _col("moment_pa_err_deg", "f4", "deg", "stat.error;pos.posAng",
          "1-sigma error of moment_pa_deg, propagated from the sky noise", "F7.3"),
     _col("direction_snr", "f4", None, "stat.snr;pos.posAng",
-         "how much better theta_deg than theta_deg+180 explains the image, noise units", "F9.2"),
+         "fit gain of theta_deg over theta_deg+180 in noise units; <3: none", "F9.2"),
     _col("flags", "i2", None, "meta.code.qual",
          "bits: 1 near-round, 2 near edge, 4 recon outlier, 8 no direction", "I5"),
 )

@@ -18,6 +18,7 @@ from catalogs.fits_io import CATALOG_EXTNAME, read_catalog, write_catalog
 from catalogs.schema import (
     FLAG_BITS,
     FLAG_CENTROID_NEAR_EDGE,
+    FLAG_NO_DIRECTION,
     FLAG_ORIENTATION_ILL_DEFINED,
     FLAG_RECON_OUTLIER,
     catalog_schema,
@@ -53,6 +54,7 @@ def make_columns(n: int = 200, latent_dim: int = LATENT_DIM, seed: int = 1) -> d
         cols[f"z_{k}"] = rng.normal(size=n).astype(np.float32)
     for name, scale in (("pa_err_deg", 2.0), ("x_err_pix", 0.5), ("y_err_pix", 0.5), ("moment_pa_err_deg", 1.0)):
         cols[name] = rng.exponential(scale, n).astype(np.float32)
+    cols["direction_snr"] = rng.normal(0, 5, n).astype(np.float32)
     return cols
 
 
@@ -76,7 +78,8 @@ def test_schema_columns_follow_the_contract():
     names = column_names(3)
     assert names == [
         "id", "ra", "dec", "x_pix", "y_pix", "theta_deg", "pa_deg", "moment_pa_deg", "moment_axis_ratio",
-        "z_0", "z_1", "z_2", "recon_mse", "pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg", "flags",
+        "z_0", "z_1", "z_2", "recon_mse", "pa_err_deg", "x_err_pix", "y_err_pix", "moment_pa_err_deg",
+        "direction_snr", "flags",
     ]  # fmt: skip
     dtypes = {c.name: c.dtype for c in catalog_schema(3)}
     assert dtypes["id"].kind == "U"
@@ -100,8 +103,8 @@ def test_every_column_has_unit_ucd_and_description():
 
 
 def test_flag_constants_are_distinct_bits():
-    assert (FLAG_ORIENTATION_ILL_DEFINED, FLAG_CENTROID_NEAR_EDGE, FLAG_RECON_OUTLIER) == (1, 2, 4)
-    assert set(FLAG_BITS) == {1, 2, 4}
+    assert (FLAG_ORIENTATION_ILL_DEFINED, FLAG_CENTROID_NEAR_EDGE, FLAG_RECON_OUTLIER, FLAG_NO_DIRECTION) == (1, 2, 4, 8)
+    assert set(FLAG_BITS) == {1, 2, 4, 8}
 
 
 def test_column_spec_knows_latents_and_rejects_others():
