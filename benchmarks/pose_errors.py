@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from catalogs.fits_io import read_catalog  # noqa: E402
 from pipeline.checkpoint import file_sha256, load_checkpoint  # noqa: E402
-from pipeline.config import RunConfig  # noqa: E402
+from pipeline.config import RunConfig, load_config  # noqa: E402
 from pipeline.conventions import angle_diff_180, theta_to_pa  # noqa: E402
 from pipeline.data.ingest import ingest_survey  # noqa: E402
 from pipeline.data.store import open_store  # noqa: E402
@@ -83,7 +83,8 @@ class Tee(io.TextIOBase):
         return len(s)
 
 
-def train_briefly(work: Path, n: int, steps: int, seed: int, threads: int | None) -> Path:
+def train_briefly(work: Path, n: int, steps: int, seed: int, threads: int | None, *, cutout: int, size: int,
+                  config: Path | None) -> Path:
     """A default CODAE trained ``steps`` optimiser steps on a default demo survey; returns its checkpoint.
 
     A step count rather than a time budget: the model is the same however busy the machine.
@@ -96,14 +97,15 @@ def train_briefly(work: Path, n: int, steps: int, seed: int, threads: int | None
         return work / "run" / "checkpoint.pt"
     survey = work / "train-survey"
     if not survey.exists():
-        write_demo_survey(survey, n, seed=seed, workers=os.cpu_count() or 1, progress=False)
+        write_demo_survey(survey, n, seed=seed, size=cutout, workers=os.cpu_count() or 1, progress=False)
     store = work / "train.zarr"
     if not store.exists():
-        ingest_survey(survey / "catalog.parquet", survey / "images", store, size=64, workers=os.cpu_count() or 1,
+        ingest_survey(survey / "catalog.parquet", survey / "images", store, size=size, workers=os.cpu_count() or 1,
                       shard_size=512)
-    batch = RunConfig().train.batch_size
+    base = load_config(config) if config else RunConfig()
+    batch = base.train.batch_size
     epochs = -(-steps * batch // n)  # enough passes for the steps; the beta schedule is planned on them
-    cfg = RunConfig().replace(train={"max_epochs": epochs, "max_steps": steps, "log_every": 50,
+    cfg = base.replace(train={"max_epochs": epochs, "max_steps": steps, "log_every": 50,
                                      "checkpoint_every": 10_000, "cpu_threads": threads})
     t0 = time.monotonic()
     res = train(cfg, store, work / "run", progress=False)
@@ -115,7 +117,7 @@ def train_briefly(work: Path, n: int, steps: int, seed: int, threads: int | None
 
 
 def measure(work: Path, checkpoint: Path, sky_levels: list[str], n: int, seed: int, samples: int,
-            size: int, workers: int) -> pd.DataFrame:
+            size: int, workers: int, cutout: int) -> pd.DataFrame:
     """One row per object of every evaluation survey: truth, catalogue values, raw spreads and real errors."""
     frames = []
     per = max(1, n // len(sky_levels))
@@ -124,7 +126,8 @@ def measure(work: Path, checkpoint: Path, sky_levels: list[str], n: int, seed: i
         name = f"eval-{level}"
         survey = work / f"{name}-survey"
         if not survey.exists():
-            write_demo_survey(survey, per, seed=seed + j, sky_noise=sky, workers=workers, progress=False)
+            write_demo_survey(survey, per, seed=seed + j, sky_noise=sky, size=cutout, workers=workers,
+                              progress=False)
         store = work / f"{name}.zarr"
         if not store.exists():
             ingest_survey(survey / "catalog.parquet", survey / "images", store, size=size, workers=workers,
@@ -218,6 +221,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="a trained CODAE (default: train one briefly)")
     ap.add_argument("--steps", type=int, default=1000, help="training steps without --checkpoint")
+    ap.add_argument("--config", type=Path, help="run configuration (YAML) of that training (default: the defaults)")
+    ap.add_argument("--cutout-size", type=int, default=424, help="demo survey cutout side, pixels (424: Galaxy Zoo)")
+    ap.add_argument("--image-size", type=int, default=64, help="store image side of that training, pixels")
     ap.add_argument("--train-n", type=int, default=2000, help="galaxies of the training survey")
     ap.add_argument("--n", type=int, default=2000, help="galaxies of the evaluation surveys, all levels together")
     ap.add_argument("--sky", default="default,0.01,0.02,0.04",
@@ -247,7 +253,8 @@ def main() -> None:
     machine = f"cpu{os.cpu_count()}"
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"work {work}")
-    ckpt = args.checkpoint or train_briefly(work, args.train_n, args.steps, seed=2026, threads=args.threads)
+    ckpt = args.checkpoint or train_briefly(work, args.train_n, args.steps, seed=2026, threads=args.threads,
+                                            cutout=args.cutout_size, size=args.image_size, config=args.config)
     state = load_checkpoint(ckpt)
     size = int(state["config"].model.image_size)
     sha = file_sha256(ckpt)
@@ -258,7 +265,7 @@ def main() -> None:
         d = pd.read_parquet(cached)
         print(f"measurements reused from {cached}")
     else:
-        d = measure(work, ckpt, levels, args.n, args.seed, args.error_samples, size, workers)
+        d = measure(work, ckpt, levels, args.n, args.seed, args.error_samples, size, workers, args.cutout_size)
         d.to_parquet(cached)
 
     even = np.arange(len(d)) % 2 == 0

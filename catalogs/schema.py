@@ -41,7 +41,7 @@ __all__ = [
     "first_bad_id",
 ]
 
-#: bit 1 of ``flags``: orientation ill-defined (the object is near-round).
+#: bit 1 of ``flags``: orientation ill-defined (near-round, or a 1-sigma PA error above 20 deg).
 FLAG_ORIENTATION_ILL_DEFINED: int = 1
 #: bit 2 of ``flags``: the centroid is near the edge of the cutout.
 FLAG_CENTROID_NEAR_EDGE: int = 2
@@ -51,7 +51,7 @@ FLAG_RECON_OUTLIER: int = 4
 FLAG_NO_DIRECTION: int = 8
 #: flag value -> meaning, in bit order (written to the FITS header as comments).
 FLAG_BITS: dict[int, str] = {
-    FLAG_ORIENTATION_ILL_DEFINED: "orientation ill-defined (near-round)",
+    FLAG_ORIENTATION_ILL_DEFINED: "orientation ill-defined (near-round, or a PA error above 20 deg)",
     FLAG_CENTROID_NEAR_EDGE: "centroid near the edge of the cutout",
     FLAG_RECON_OUTLIER: "reconstruction outlier",
     FLAG_NO_DIRECTION: "no direction (theta_deg is the axis, in [0,180))",
@@ -167,7 +167,7 @@ _TAIL: tuple[ColumnSpec, ...] = (
     _col("direction_snr", "f4", None, "stat.snr;pos.posAng",
          "fit gain of theta_deg over theta_deg+180 in noise units; <3: none", "F9.2"),
     _col("flags", "i2", None, "meta.code.qual",
-         "bits: 1 near-round, 2 near edge, 4 recon outlier, 8 no direction", "I5"),
+         "bits: 1 PA ill-defined, 2 near edge, 4 recon outlier, 8 no direction", "I5"),
 )
 # fmt: on
 
