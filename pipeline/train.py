@@ -71,9 +71,9 @@ def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, r
     ``config``; training budgets may change).  ``stop_after_steps`` ends the process early with a
     checkpoint, as a kill would (tests use it to check that resuming is exact).
     """
-    # the bar starts before the set-up (model build, data), so a log shows within seconds that training began
-    bar = Progress("train", None, unit="steps", sink=progress and os.environ.get("RANK", "0") == "0")  # rank 0 only
+    # the set-up (store check, model build) first, so a refusal is the first line on stderr; it takes seconds
     run = set_up_run(config, source, out, resume=resume, progress=progress)
+    bar = Progress("train", None, unit="steps", sink=progress and os.environ.get("RANK", "0") == "0")  # rank 0 only
     tc, out = config.train, run.out
     model, net, optim, device, rank, world = run.model, run.net, run.optim, run.device, run.rank, run.world
     planned, steps_per_epoch = run.planned, run.steps_per_epoch
