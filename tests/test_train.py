@@ -79,7 +79,7 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, data
 
 
 def test_wrong_image_size_is_a_config_error(tmp_path, data):
-    with pytest.raises(ConfigError, match="model expects"):
+    with pytest.raises(ConfigError, match="the model is configured for 3 x 64 x 64"):
         train(RunConfig(), data, tmp_path / "run", progress=False)
 
 
