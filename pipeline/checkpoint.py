@@ -87,8 +87,6 @@ def _load_failure(path: Path, e: Exception) -> BadInputError:
     if lines and lines[0].startswith("Weights only load failed"):
         detail = next((ln for ln in lines[1:] if not ln.startswith(("Check the documentation", "Please file"))),
                       "it holds objects other than tensors and plain values")
-        if "Unsupported operand" in detail:  # bytes that are not a pickle at all, not a hostile one
-            return BadInputError(f"{path}: not a readable galaxy-codae checkpoint ({detail[:160]})")
         return BadInputError(f"{path}: refused: not a galaxy-codae checkpoint, it asks to unpickle code "
                              f"or objects ({detail[:160]})")
     reason = lines[0][:160] if lines else type(e).__name__
