@@ -11,7 +11,8 @@ Survey JPEGs carry a positive sky floor after the contrast stretch; moments take
 without removing it are biased towards round and centred.  :func:`subtract_background`
 removes the mean of a border ring plus ``k`` standard deviations, clipped at zero.
 :func:`moment_errors` propagates the sky's pixel noise (the ring's standard deviation)
-linearly to the centroid and the axis: the 1-sigma errors of the catalogue's moments.
+linearly to the centroid and the axis: the 1-sigma errors of the catalogue's moments.  The
+noise is :func:`sky_noise`, from differences of neighbouring ring pixels.
 
 All angles are radians counter-clockwise from +x as displayed (see
 :mod:`pipeline.conventions`).
@@ -26,7 +27,7 @@ import torch
 
 from pipeline.geometry import normalized_grid
 
-__all__ = ["Moments", "sky_level", "subtract_background", "image_moments", "MomentErrors", "moment_errors",
+__all__ = ["Moments", "sky_level", "sky_noise", "subtract_background", "image_moments", "MomentErrors", "moment_errors",
            "MAX_AXIS_ERROR_RAD", "com_orientation", "harmonic_sums", "rotational_harmonics", "HarmonicOrientation",
            "harmonic_orientation"]
 
@@ -65,6 +66,27 @@ def sky_level(images: torch.Tensor, *, ring: int = 4) -> tuple[torch.Tensor, tor
     mask[ring:h - ring, ring:w - ring] = False
     border = images.float()[..., mask]  # (..., n_border)
     return border.mean(dim=-1), border.std(dim=-1)
+
+
+def sky_noise(images: torch.Tensor, *, ring: int = 4) -> torch.Tensor:
+    """Per-pixel noise standard deviation from differences of neighbouring pixels in the border ring.
+
+    ``1.4826 x MAD / sqrt(2)`` of the differences of horizontally and vertically adjacent ring
+    pixels: the noise alone, where the ring's plain standard deviation (:func:`sky_level`) also
+    holds the smooth light of a galaxy's wings and the sky's gradient.  On the demo survey's
+    bright galaxies the plain standard deviation is 3-5 times the noise (a moment axis error 5
+    times too large); on noise-dominated cutouts the two agree.  images: (..., H, W); returns
+    ``images.shape[:-2]``, in the images' own units.
+    """
+    h, w = images.shape[-2:]
+    mask = torch.ones(h, w, dtype=torch.bool, device=images.device)
+    mask[ring:h - ring, ring:w - ring] = False
+    x = images.float()
+    dh = (x[..., :, 1:] - x[..., :, :-1])[..., mask[:, 1:] & mask[:, :-1]]  # (..., n_h)
+    dv = (x[..., 1:, :] - x[..., :-1, :])[..., mask[1:, :] & mask[:-1, :]]  # (..., n_v)
+    d = torch.cat([dh, dv], dim=-1)
+    mad = (d - d.median(dim=-1, keepdim=True).values).abs().median(dim=-1).values
+    return 1.4826 * mad / math.sqrt(2.0)
 
 
 def subtract_background(images: torch.Tensor, *, ring: int = 4, k_sigma: float = 1.0) -> torch.Tensor:
@@ -135,9 +157,9 @@ def moment_errors(images: torch.Tensor, *, ring: int = 4, k_sigma: float = 1.0, 
 
     images: (B, C, H, W) or (B, H, W), as passed to :func:`subtract_background`; ``moments``:
     :func:`image_moments` of that signal, when the caller has them already.  The noise per
-    pixel is the sky's, ``sigma`` of :func:`sky_level` of the luminance, independent between
-    pixels.  Linear propagation: with the signal ``s_i``, ``F = sum s_i``, ``dx_i = x_i - x``,
-    ``dy_i = y_i - y`` about the centroid and the second central moments ``mu20, mu02, mu11``,
+    pixel is the sky's (``sigma`` below), independent between pixels.  Linear propagation:
+    with the signal ``s_i``, ``F = sum s_i``, ``dx_i = x_i - x``, ``dy_i = y_i - y`` about
+    the centroid and the second central moments ``mu20, mu02, mu11``,
 
     * centroid: ``dx/ds_i = dx_i / F``, so ``var(x) = sum v_i dx_i^2 / F^2`` (y alike);
     * axis: ``phi = 1/2 atan2(b, a)`` with ``a = mu20 - mu02``, ``b = 2 mu11``.  Since
@@ -152,9 +174,11 @@ def moment_errors(images: torch.Tensor, *, ring: int = 4, k_sigma: float = 1.0, 
     ``v_i`` is the variance pixel ``i`` passes on through the clip at zero:
     ``sigma^2 c(t_i)`` with ``c(t) = var(max(t + z, 0))`` for a standard normal ``z`` and
     ``t_i`` the pixel's expected signal in units of sigma, estimated from the 3x3 mean of
-    the unclipped ``lum - level``.  Inside the galaxy ``c = 1``; on the sky (``t = -k_sigma``)
-    ``c`` is 0.07 for ``k_sigma = 1``, not the 0.16 that counting every positive pixel at
-    full noise would give (a 45 % overestimate of the error on simulated galaxies).
+    the unclipped ``lum - level``; ``sigma`` is :func:`sky_noise` of the luminance (the
+    noise alone, not the ring's standard deviation that sets the level).  Inside the galaxy
+    ``c = 1``; on pure sky (``t = -k_sigma``) ``c`` is 0.07 for ``k_sigma = 1``, not the
+    0.16 that counting every positive pixel at full noise would give (a 45 % overestimate of
+    the error on simulated galaxies).
 
     The noise of the sky level itself shifts every signal pixel alike and is left out (it
     averages over the border's hundreds of pixels, and its effect on the axis cancels by
@@ -165,8 +189,9 @@ def moment_errors(images: torch.Tensor, *, ring: int = 4, k_sigma: float = 1.0, 
     """
     lum = _luminance(images)
     b, h, w = lum.shape
-    mean, sigma = sky_level(lum, ring=ring)
-    resid = lum - (mean + k_sigma * sigma)[:, None, None]  # (B, H, W) signal before the clip
+    mean, spread = sky_level(lum, ring=ring)
+    sigma = sky_noise(lum, ring=ring)
+    resid = lum - (mean + k_sigma * spread)[:, None, None]  # (B, H, W) signal before the clip, as subtract_background
     signal = resid.clamp_min(0.0)
     m = moments if moments is not None else image_moments(signal, eps=eps)
     smooth = torch.nn.functional.avg_pool2d(resid[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]

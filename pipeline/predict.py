@@ -6,7 +6,7 @@ Besides the model's pose, latents and the image moments, a prediction carries 1-
   (no calibration: it is a property of the image);
 * model: the spread of an ensemble the model can afford at inference (:func:`pose_spread`):
   the image re-drawn ``K`` times with Gaussian noise at its own sky level (each channel's
-  border-ring standard deviation) and turned by a quarter turn per draw (0, 90, 180, 270
+  noise in the border ring, from differences of neighbouring pixels) and turned by a quarter turn per draw (0, 90, 180, 270
   degrees in turn, the answers turned back).  The noise carries the error whatever the
   read-out; the turns add the model's own disagreement with itself where its read-out is not
   exactly equivariant on the pixel grid.  The catalogue's pose is the model's answer on the
@@ -35,7 +35,7 @@ from catalogs import atomic
 from pipeline.conventions import normalized_to_pixel, wrap_360
 from pipeline.errors import BadInputError
 from pipeline.loss import half_turn_significance
-from pipeline.moments import MAX_AXIS_ERROR_RAD, image_moments, moment_errors, sky_level, subtract_background
+from pipeline.moments import MAX_AXIS_ERROR_RAD, image_moments, moment_errors, sky_noise, subtract_background
 
 __all__ = [
     "Predictions",
@@ -122,7 +122,7 @@ def pose_spread(model: torch.nn.Module, images: torch.Tensor, samples: int, *, b
     """Ensemble spread of the model's pose on (B, C, S, S) images in [0, 1].
 
     ``samples`` (K >= 2) re-draws: image + N(0, sigma_c^2) per pixel, ``sigma_c`` each
-    channel's border-ring standard deviation (:func:`pipeline.moments.sky_level`), turned by
+    channel's noise in the border ring (:func:`pipeline.moments.sky_noise`), turned by
     ``k mod 4`` quarter turns for draw ``k`` when ``quarter_turns``.  Returns the standard
     deviations (ddof 1) of x and y in normalised units and the circular standard deviation of
     the axis (theta mod pi, ``sqrt(-2 ln R) / 2`` with ``R`` the mean resultant length of
@@ -132,7 +132,7 @@ def pose_spread(model: torch.nn.Module, images: torch.Tensor, samples: int, *, b
     """
     if samples < 2:
         raise ValueError(f"an ensemble spread needs at least 2 samples, got {samples}")
-    _, sigma = sky_level(images, ring=background_ring)  # (B, C)
+    sigma = sky_noise(images, ring=background_ring)  # (B, C)
     shape = (samples, *images.shape[1:])  # (K, C, S, S) per image
     if seeds is None:
         noises = torch.randn((images.shape[0], *shape), device=images.device)  # (B, K, C, S, S)

@@ -15,7 +15,7 @@ from astropy.io import fits
 from catalogs.fits_io import read_catalog
 from pipeline.cli import main
 from pipeline.infer import infer_catalog, orientation_ill_defined
-from pipeline.moments import image_moments, moment_errors, subtract_background
+from pipeline.moments import image_moments, moment_errors, sky_level, sky_noise, subtract_background
 from pipeline.predict import (
     CALIBRATION_FILE,
     DEFAULT_CALIBRATION,
@@ -87,6 +87,16 @@ def test_moment_errors_match_the_spread_of_noise_redraws(q, amp, noise):
     assert stated_theta == pytest.approx(measured_theta, rel=0.2)
     for stated, values in ((e.x, m.x), (e.y, m.y)):
         assert float(stated.median()) == pytest.approx(float(values.std()), rel=0.2)
+
+
+def test_sky_noise_is_the_noise_not_the_light_in_the_ring():
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    wings = 0.1 + 0.3 * np.exp(-np.hypot(xx - 20.0, yy - 28.0) / 15.0)  # a big galaxy's light reaches the ring
+    images = torch.from_numpy(wings[None] + 0.01 * rng.standard_normal((8, SIZE, SIZE))).float()
+    _, ring_std = sky_level(images)
+    assert float(ring_std.min()) > 0.02  # the ring's spread is mostly light
+    np.testing.assert_allclose(sky_noise(images).numpy(), 0.01, rtol=0.1)
 
 
 def test_moment_axis_error_grows_as_the_shape_turns_round_and_is_capped():
