@@ -469,9 +469,12 @@ def main(argv: list[str] | None = None) -> int:
         e = score(read_catalogue(cat), pd.read_parquet(survey / "truth.parquet"), meas)
         e["model"] = str(ckpt)
         errors.append(e[e["regime"].isin(scored)])
-        finished = ckpt.parent / "finished"
-        budget = json.loads(finished.read_text()) if finished.is_file() else {}
-        print(f"[{name}] model {ckpt} {budget}; catalogue {cat}", flush=True)
+        from pipeline.checkpoint import load_checkpoint
+
+        state = load_checkpoint(ckpt)
+        data = state.get("store") or {}
+        print(f"[{name}] model {ckpt}: step {state.get('step')}, trained on {data.get('path')} "
+              f"({data.get('n_objects')} objects); catalogue {cat}", flush=True)
         bias = float(np.nanmedian(np.abs(e["pa_moment"] - e["pa_moment_recomputed"])))
         print(f"[{name}] check: catalogue moment PA vs recomputed, median |difference| {bias:.4f} deg", flush=True)
     e = pd.concat(errors)
