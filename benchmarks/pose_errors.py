@@ -123,7 +123,7 @@ def measure(work: Path, checkpoint: Path, sky_levels: list[str], n: int, seed: i
     per = max(1, n // len(sky_levels))
     for j, level in enumerate(sky_levels):
         sky = None if level == "default" else float(level)
-        name = f"eval-{level}"
+        name = f"eval-{level}-n{per}-s{seed + j}"
         survey = work / f"{name}-survey"
         if not survey.exists():
             write_demo_survey(survey, per, seed=seed + j, sky_noise=sky, size=cutout, workers=workers,
@@ -202,8 +202,10 @@ def flag_rules(d: pd.DataFrame, cal: ErrorCalibration) -> pd.DataFrame:
         f"model PA err > {PA_ERROR_ILL_DEFINED_DEG:g}": st["pa_err_deg"] > PA_ERROR_ILL_DEFINED_DEG,
     }
     names = list(rules)
-    rules["either PA err"] = rules[names[1]] | rules[names[2]]
-    rules["either PA err or axis ratio (catalogue)"] = rules["either PA err"] | rules[names[0]]
+    rules["either PA err (catalogue)"] = orientation_ill_defined(d["moment_axis_ratio"].to_numpy(),
+                                                                 st["moment_pa_err_deg"], st["pa_err_deg"])
+    rules["moment PA err or axis ratio (catalogue, K = 0)"] = rules[names[1]] | rules[names[0]]
+    rules["either PA err or axis ratio"] = rules["either PA err (catalogue)"] | rules[names[0]]
     bad_model = d["pa_abs_err"].to_numpy() > PA_ERROR_ILL_DEFINED_DEG
     bad_moment = d["moment_pa_abs_err"].to_numpy() > PA_ERROR_ILL_DEFINED_DEG
     rows = []
@@ -303,7 +305,7 @@ def main() -> None:
 
     if args.calibrate:
         cal = fit(d, args.error_samples, args.floor_quantile, "benchmarks/pose_errors.py", sha)
-        crop = float(open_store(work / f"eval-{levels[0]}.zarr").info.crop_size)
+        crop = float(open_store(next(work.glob(f"eval-{levels[0]}-*.zarr"))).info.crop_size)
         cal = replace(cal, xy_floor_pix=cal.xy_floor_pix * size / crop)  # cutout -> store pixels
         st_all = stated(d, replace(cal, xy_floor_pix=cal.xy_floor_pix * crop / size))
         path = write_calibration(cal, ckpt.parent / CALIBRATION_FILE, n_objects=len(d), sky_levels=levels,

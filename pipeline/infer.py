@@ -45,13 +45,16 @@ records K and the calibration used.
 Flags (bits of :mod:`catalogs.schema`)
 --------------------------------------
 - ``FLAG_ORIENTATION_ILL_DEFINED`` (1), :func:`orientation_ill_defined`: the 1-sigma PA
-  error of the moments, or of the model where it has one, exceeds
-  :data:`PA_ERROR_ILL_DEFINED_DEG` (20 deg), or ``moment_axis_ratio >``
-  :data:`NEAR_ROUND_AXIS_RATIO` (0.9).  The error grows as the shape turns round and as the
-  signal sinks into the sky, so a faint elongated galaxy whose axis is lost in the noise is
-  flagged too; the axis-ratio cut (the moment anisotropy is ``(1 - q^2) / (1 + q^2)``, so
-  anisotropy < 0.105) stays for bright near-round galaxies, whose small noise error hides
-  the systematic errors of a nearly round shape.  Where it is set, ``pa_deg`` is NaN (the
+  error of the moments (``moment_pa_err_deg``) or of the model (``pa_err_deg``) exceeds
+  :data:`PA_ERROR_ILL_DEFINED_DEG` (20 deg).  The errors grow as the shape turns round and
+  as the signal sinks into the sky, so a faint elongated galaxy whose axis is lost in the
+  noise is flagged and a bright, slightly round one whose axis is measured is not.  Without
+  model errors (``error_samples`` 0) the fixed cut ``moment_axis_ratio >``
+  :data:`NEAR_ROUND_AXIS_RATIO` (0.9; moment anisotropy < 0.105) stands in for the model's
+  error.  On the demo surveys (``benchmarks/pose_errors.py``) the error rule flags 16 % of
+  the galaxies and catches 93 % of the model's PA errors above 20 deg; the axis-ratio cut
+  flags 28 %, and the 12 % it adds have honest errors (median 7 deg stated, 4 deg real).
+  Where it is set, ``pa_deg`` is NaN (the
   orientation is unknown, as the contract says), so ``isnull(pa_deg)`` selects these rows;
   ``theta_deg``, ``moment_pa_deg`` and the errors keep their values for inspection.
 - ``FLAG_CENTROID_NEAR_EDGE`` (2): the model centroid lies within :data:`EDGE_MARGIN_PIX`
@@ -146,15 +149,16 @@ def orientation_ill_defined(moment_axis_ratio: np.ndarray, moment_pa_err_deg: np
                             pa_err_deg: np.ndarray) -> np.ndarray:
     """Flag bit 1 (bool per object): the position angle cannot be trusted.
 
-    True where the moments' 1-sigma PA error or the model's (where it has one; NaN without
-    an error ensemble is ignored) exceeds :data:`PA_ERROR_ILL_DEFINED_DEG`, or where the
-    moment axis ratio exceeds :data:`NEAR_ROUND_AXIS_RATIO`.  A NaN moment error or axis
-    ratio (no signal) counts as ill-defined.
+    True where the moments' 1-sigma PA error or the model's exceeds
+    :data:`PA_ERROR_ILL_DEFINED_DEG`.  Where the model has no error (NaN: inference without
+    an error ensemble) the fixed cut ``moment_axis_ratio >`` :data:`NEAR_ROUND_AXIS_RATIO`
+    stands in for it.  A NaN moment error or axis ratio (no signal) counts as ill-defined.
     """
+    pa_err = np.asarray(pa_err_deg)
     moment_bad = ~(np.asarray(moment_pa_err_deg) <= PA_ERROR_ILL_DEFINED_DEG)
-    model_bad = np.asarray(pa_err_deg) > PA_ERROR_ILL_DEFINED_DEG  # NaN compares False
+    model_bad = pa_err > PA_ERROR_ILL_DEFINED_DEG  # NaN compares False
     round_ = ~(np.asarray(moment_axis_ratio) <= NEAR_ROUND_AXIS_RATIO)
-    return moment_bad | model_bad | round_
+    return moment_bad | model_bad | (round_ & ~np.isfinite(pa_err))
 
 
 def default_work_dir(out: str | os.PathLike) -> Path:

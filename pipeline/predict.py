@@ -244,11 +244,14 @@ class ErrorCalibration:
         return {f"error_{k}": v for k, v in asdict(self).items()}
 
 
-#: used for a checkpoint without its own ``pose_errors.json``.  Fitted by
-#: ``benchmarks/pose_errors.py`` on the demo survey for a CPU-trained 64-pixel CODAE with
-#: K = 8; another checkpoint's errors are then only roughly calibrated: calibrate it.
-DEFAULT_CALIBRATION = ErrorCalibration(pa_scale=1.0, pa_floor_deg=0.0, x_scale=1.0, y_scale=1.0, xy_floor_pix=0.0,
-                                       samples=8, source="default")
+#: used for a checkpoint without its own ``pose_errors.json``: fitted by
+#: ``benchmarks/pose_errors.py --calibrate`` (K = 8) for the default 64-pixel CODAE trained
+#: 992 steps on a 2,000-galaxy demo survey, on 2,000 demo galaxies at four sky levels (S/N 9 to
+#: 10,000; ``benchmarks/results/pose-errors-cpu2-2026-12-02.log``).  Another checkpoint's
+#: errors are then only roughly calibrated: calibrate it.
+DEFAULT_CALIBRATION = ErrorCalibration(pa_scale=1.029, pa_floor_deg=0.631, x_scale=1.270, y_scale=1.180,
+                                       xy_floor_pix=0.015, samples=8,
+                                       source="default (benchmarks/results/pose-errors-cpu2-2026-12-02.log)")
 
 
 def coverage(abs_error: np.ndarray, stated: np.ndarray) -> float:

@@ -222,12 +222,12 @@ def test_calibration_file_is_used_only_for_its_own_checkpoint(tmp_path):
         read_calibration(tmp_path / CALIBRATION_FILE)
 
 
-def test_flag_rule_uses_the_errors_and_the_axis_ratio():
-    q = np.array([0.5, 0.5, 0.5, 0.95, 0.5, np.nan])
-    moment_err = np.array([2.0, 25.0, 2.0, 2.0, 2.0, np.nan])
-    model_err = np.array([2.0, 2.0, 30.0, 2.0, np.nan, np.nan])
+def test_flag_rule_uses_the_errors_and_the_axis_ratio_only_without_model_errors():
+    q = np.array([0.5, 0.5, 0.5, 0.95, 0.95, 0.5, np.nan])
+    moment_err = np.array([2.0, 25.0, 2.0, 2.0, 2.0, 2.0, np.nan])
+    model_err = np.array([2.0, 2.0, 30.0, 5.0, np.nan, np.nan, np.nan])
     np.testing.assert_array_equal(orientation_ill_defined(q, moment_err, model_err),
-                                  [False, True, True, True, False, True])
+                                  [False, True, True, False, True, False, True])
 
 
 # ---------------------------------------------------------------- the catalogue
@@ -267,7 +267,7 @@ def test_catalogue_carries_the_errors_and_records_the_calibration(demo_run, tmp_
     t0 = read_catalog(tmp_path / "k0.fits")
     assert np.isnan(np.asarray(t0["pa_err_deg"], dtype=np.float64)).all()
     assert np.isfinite(np.asarray(t0["moment_pa_err_deg"], dtype=np.float64)).all()
-    assert json.loads(t0.meta["INFCONF"])["error_calibration"]["source"] == "default"
+    assert json.loads(t0.meta["INFCONF"])["error_calibration"]["source"].startswith("default")
 
 
 def test_cli_refuses_one_error_sample(demo_run, tmp_path, capsys):
