@@ -27,6 +27,8 @@ DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 INSTALL = DOCKER / "install.sh"
 APPTAINER_DEF = DOCKER / "apptainer.def"
+# Python 3.11 on Debian bookworm, pinned by tag and by the digest of its multi-arch index.
+PINNED_BASE = r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}"
 TRAIN_SBATCH = DOCKER / "slurm" / "train.sbatch"
 INFER_SBATCH = DOCKER / "slurm" / "infer.sbatch"
 JOBQUEUE = DOCKER / "slurm" / "jobqueue.yaml"
@@ -95,8 +97,9 @@ def test_dockerfile_is_multistage_on_slim_python():
     stages = _stages(DOCKERFILE)
     assert len(stages) >= 2
     bases = [s[0][1] for s in stages]
-    assert bases[0] == "python:3.11-slim-bookworm AS builder"
-    assert bases[-1].startswith("python:3.11-slim-bookworm ")
+    # the base is pinned by tag and by digest, the same in every stage
+    assert re.fullmatch(PINNED_BASE + r" AS builder", bases[0]), bases[0]
+    assert bases[-1].split()[0] == bases[0].split()[0]
 
 
 def test_dockerfile_installs_only_through_install_sh():
@@ -222,7 +225,9 @@ def _def_sections(text: str) -> dict[str, str]:
 def test_apptainer_def():
     text = APPTAINER_DEF.read_text()
     header = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")][:2]
-    assert header == ["Bootstrap: docker", "From: python:3.11-slim-bookworm"]
+    assert header[0] == "Bootstrap: docker"
+    assert re.fullmatch("From: " + PINNED_BASE, header[1]), header[1]
+    assert header[1].split()[1] == _stages(DOCKERFILE)[0][0][1].split()[0], "Apptainer and Docker bases differ"
     sections = _def_sections(text)
     for name in ("files", "post", "environment", "runscript", "labels", "test", "help"):
         assert name in sections
