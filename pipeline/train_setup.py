@@ -180,11 +180,8 @@ def set_up_run(config: RunConfig, source: str | Path | Dataset, out: str | Path,
     model = build_model(config.model).to(device)
     if world > 1:
         # Batch-norm statistics over the global batch, so every rank normalises alike and keeps the
-        # same running statistics: the grouped batch norm all-reduces its own sums (CPU and CUDA);
-        # plain BatchNorm layers (the baselines') become SyncBatchNorm, which needs a GPU.
+        # same running statistics: every batch norm all-reduces its sums (gloo on CPU, NCCL on CUDA).
         sync_batch_norm(model)
-        if device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     effective_batch = tc.batch_size * world
     # fused Adam on CUDA: the per-parameter loop was 35 % of a step's GPU time (H200, benchmarks/gpu.py)
     optim = torch.optim.Adam(model.parameters(), lr=peak_learning_rate(tc, effective_batch),

@@ -2,7 +2,8 @@
 
 Batch norm under DDP must normalise with the statistics of the global batch: two ranks with
 half a batch each must give the outputs, running statistics and gradients of one process with
-the whole batch (:func:`pipeline.model.batchnorm.sync_batch_norm`).
+the whole batch (:func:`pipeline.model.batchnorm.sync_batch_norm`), for CODAE's grouped batch
+norm and for the plain ``nn.BatchNorm2d`` of the baselines (here the plain autoencoder).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from pipeline.model.batchnorm import FieldBatchNorm2d, sync_batch_norm
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ModelConfig(image_size=32, widths=(2, 4, 4), kernels=(5, 3, 3), latent_dim=4, hidden=32, decoder_width=8)
+SMALL_AE = replace(SMALL, kind="ae")
 B = 8  # the whole batch; each of two ranks takes half
 
 
@@ -51,16 +54,23 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, w, images
 
 
-def _run(bn: FieldBatchNorm2d, model: torch.nn.Module, x, w, images, rows: slice) -> dict[str, torch.Tensor]:
+def _run(bn: FieldBatchNorm2d, model: torch.nn.Module, ae: torch.nn.Module, x, w, images,
+         rows: slice) -> dict[str, torch.Tensor]:
     """Training-mode forward and backward on ``rows`` of the batch; everything to compare."""
     xs = x[rows].clone().requires_grad_()
     y = bn.train()(xs)
     (y * w[rows]).sum().backward()
     out = model.train()(images[rows])
+    ae_out = ae.train()(images[rows])
+    (ae_out.aligned * images[rows]).sum().backward()
+    ae_grads = {f"ae_grad/{k}": p.grad.clone() for k, p in ae.named_parameters() if "encoder" in k}
     buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    ae_buffers = {k: v.clone() for k, v in ae.state_dict().items() if "running" in k}
     return {"y": y.detach(), "x_grad": xs.grad, "weight_grad": bn.bn.weight.grad, "bias_grad": bn.bn.bias.grad,
             "running_mean": bn.bn.running_mean.clone(), "running_var": bn.bn.running_var.clone(),
-            "aligned": out.aligned.detach(), "z": out.z.detach(), **{f"model/{k}": v for k, v in buffers.items()}}
+            "aligned": out.aligned.detach(), "z": out.z.detach(), **{f"model/{k}": v for k, v in buffers.items()},
+            "ae_z": ae_out.z.detach(), "ae_recon": ae_out.aligned.detach(),
+            **{f"ae/{k}": v for k, v in ae_buffers.items()}, **ae_grads}
 
 
 def _rank(rank: int, world: int, port: int, out: str) -> None:
@@ -75,10 +85,13 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
             bn = _field_bn()
             torch.manual_seed(0)
             model = build_model(SMALL)
+            torch.manual_seed(0)
+            ae = build_model(SMALL_AE)
             if sync:
                 sync_batch_norm(bn)
                 sync_batch_norm(model)
-            torch.save(_run(bn, model, x, w, images, half), Path(out) / f"r{rank}-{'sync' if sync else 'local'}.pt")
+                sync_batch_norm(ae)
+            torch.save(_run(bn, model, ae, x, w, images, half), Path(out) / f"r{rank}-{'sync' if sync else 'local'}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -96,20 +109,23 @@ def whole_batch() -> dict[str, torch.Tensor]:
     bn = _field_bn()
     torch.manual_seed(0)
     model = build_model(SMALL)
+    torch.manual_seed(0)
+    ae = build_model(SMALL_AE)
     x, w, images = _inputs()
-    return _run(bn, model, x, w, images, slice(0, B))
+    return _run(bn, model, ae, x, w, images, slice(0, B))
 
 
 def test_two_ranks_with_half_a_batch_each_normalise_as_one_process_with_the_whole_batch(two_ranks, whole_batch):
     r0, r1 = two_ranks["sync"]
     ref = whole_batch
-    for name in ("y", "x_grad", "aligned", "z"):
+    for name in ("y", "x_grad", "aligned", "z", "ae_z", "ae_recon"):
         torch.testing.assert_close(torch.cat([r0[name], r1[name]]), ref[name], atol=2e-5, rtol=1e-4, msg=name)
     # parameter gradients: each rank holds its share, which DDP sums (and averages) across ranks
-    for name in ("weight_grad", "bias_grad"):
+    for name in ("weight_grad", "bias_grad", *(k for k in ref if k.startswith("ae_grad/"))):
         torch.testing.assert_close(r0[name] + r1[name], ref[name], atol=1e-4, rtol=1e-4, msg=name)
     running = [k for k in ref if "running" in k]
     assert len(running) > 6  # the grouped batch norm and every batch norm of the model
+    assert any(k.startswith("ae/") for k in running)  # the autoencoder's plain BatchNorm2d
     for name in running:
         torch.testing.assert_close(r0[name], ref[name], atol=1e-5, rtol=1e-5, msg=name)
         torch.testing.assert_close(r1[name], ref[name], atol=1e-5, rtol=1e-5, msg=name)
@@ -120,6 +136,7 @@ def test_without_synchronisation_each_rank_sees_only_its_half(two_ranks, whole_b
     r0, r1 = two_ranks["local"]
     assert (torch.cat([r0["y"], r1["y"]]) - whole_batch["y"]).abs().max() > 1e-2
     assert (r0["running_var"] - r1["running_var"]).abs().max() > 1e-3
+    assert (torch.cat([r0["ae_z"], r1["ae_z"]]) - whole_batch["ae_z"]).abs().max() > 1e-4
 
 
 def test_two_gloo_ranks_end_with_the_same_weights_and_running_statistics_and_a_loadable_checkpoint(tmp_path):

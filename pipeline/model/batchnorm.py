@@ -11,8 +11,10 @@ of a model take its training statistics over the global batch, on CPU (gloo) and
 (NCCL) alike: the per-field sums, then the sums of squared deviations from the global mean,
 are all-reduced (differentiably: each rank's share gets the sum of the ranks' gradients of the
 total, as in ``nn.SyncBatchNorm``), and every rank normalises with, and updates its running statistics from, the
-same numbers a single process would get from the whole batch.  (``nn.SyncBatchNorm`` cannot
-stand in: this module computes its statistics itself, and SyncBatchNorm needs a GPU.)
+same numbers a single process would get from the whole batch.  Plain ``nn.BatchNorm2d`` layers (the
+baselines') become :class:`SyncedBatchNorm2d`, the same reductions with a group of one channel.
+(``nn.SyncBatchNorm`` cannot stand in: this module computes its statistics itself, and
+SyncBatchNorm needs a GPU.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 import torch.nn as nn
 from e2cnn import nn as enn
 
-__all__ = ["RegularBatchNorm", "FieldBatchNorm2d", "var_mean_batch_norm", "sync_batch_norm"]
+__all__ = ["RegularBatchNorm", "FieldBatchNorm2d", "SyncedBatchNorm2d", "var_mean_batch_norm", "sync_batch_norm"]
 
 
 class FieldBatchNorm2d(nn.Module):
@@ -63,15 +65,42 @@ def _world_size(group: Any) -> int:
     return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
 
 
-def sync_batch_norm(model: nn.Module, process_group: Any = None) -> nn.Module:
-    """Make every :class:`FieldBatchNorm2d` in ``model`` take its training statistics over ``process_group``.
+class SyncedBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose training statistics are those of every process of ``process_group``.
 
-    ``process_group``: None is the default (world) group.  In place; returns ``model``.  Plain
-    ``nn.BatchNorm*d`` layers elsewhere are left to ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+    Same parameters, buffers and state-dict keys as ``nn.BatchNorm2d`` (a checkpoint does not
+    know it was trained synchronised); with one process it is ``nn.BatchNorm2d``.
     """
+
+    process_group: Any = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and _world_size(self.process_group) > 1:
+            return var_mean_batch_norm(x, self, 1, True, sync=True, process_group=self.process_group)
+        return super().forward(x)
+
+
+def sync_batch_norm(model: nn.Module, process_group: Any = None) -> nn.Module:
+    """Make every batch norm in ``model`` take its training statistics over ``process_group``.
+
+    :class:`FieldBatchNorm2d` is switched to its synchronised path; a plain ``nn.BatchNorm2d``
+    (affine, with running statistics) becomes a :class:`SyncedBatchNorm2d` holding the same
+    parameters and buffers.  ``process_group``: None is the default (world) group.  In place
+    (call it before the optimiser is built); returns ``model``.
+    """
+    owned = {id(m.bn) for m in model.modules() if isinstance(m, FieldBatchNorm2d)}
     for m in model.modules():
         if isinstance(m, FieldBatchNorm2d):
             m.process_group, m.synchronised = process_group, True
+        for name, child in m.named_children():
+            if type(child) is nn.BatchNorm2d and id(child) not in owned:
+                if not (child.affine and child.track_running_stats):
+                    raise ValueError(f"sync_batch_norm: {name} needs affine=True and running statistics")
+                synced = SyncedBatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+                synced.load_state_dict(child.state_dict())
+                synced.to(child.weight.device).train(child.training)
+                synced.process_group = process_group
+                setattr(m, name, synced)
     return model
 
 
