@@ -42,6 +42,7 @@ class ModelConfig:
     hidden: int = 128  # width of the fully connected layers in both branches
     decoder_width: int = 16  # channels of the decoder's last up-sampling block (doubling per block upwards)
     learn_centroid: bool = True  # False for centred data (diffraction): x = y = 0
+    centroid_window: bool = True  # the learned centroid weighs light inside a Gaussian window iterated onto the target (XWIN)
     kl_weight: float = 4.0  # beta of beta-VAE and the KL weight of the other VAE baselines (unused by CODAE)
 
     def __post_init__(self) -> None:

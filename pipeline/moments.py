@@ -27,7 +27,8 @@ import torch
 
 from pipeline.geometry import normalized_grid
 
-__all__ = ["Moments", "sky_level", "sky_noise", "subtract_background", "image_moments", "MomentErrors", "moment_errors",
+__all__ = ["Moments", "sky_level", "sky_noise", "subtract_background", "image_moments", "centroid_window",
+           "MomentErrors", "moment_errors",
            "MAX_AXIS_ERROR_RAD", "com_orientation", "harmonic_sums", "rotational_harmonics", "HarmonicOrientation",
            "harmonic_orientation"]
 
@@ -124,6 +125,42 @@ def image_moments(signal: torch.Tensor, *, eps: float = 1e-8) -> Moments:
     anisotropy = (diff / trace).clamp(0.0, 1.0)
     axis_ratio = torch.sqrt(l2 / l1.clamp_min(eps))
     return Moments(x=x, y=y, theta=theta, anisotropy=anisotropy, axis_ratio=axis_ratio, flux=flux)
+
+
+@torch.no_grad()
+def centroid_window(signal: torch.Tensor, *, iterations: int = 20) -> torch.Tensor:
+    """A circular Gaussian window on the source at the frame centre, iterated as SExtractor's
+    ``XWIN_IMAGE``: (B, H, W) non-negative signal -> (B, H, W) weights in (0, 1].
+
+    Start at the frame centre with sigma ``H / 10`` pixels; each iteration moves the window to
+    the centroid of the windowed signal and sets sigma to ``sqrt(<r^2>)`` of the windowed
+    signal about it (the fixed point of a Gaussian source of width s is a window of width s),
+    clamped to ``[1.5, H / 5]`` pixels.  Light well outside the target (a neighbour, a star)
+    then weighs next to nothing, while the centroid of a symmetric source is unchanged.  The
+    window is round and starts at the centre, so it turns with the image (quarter turns
+    exactly).  An image with no signal gets the starting window.  Not differentiable (a weight).
+    """
+    b, h, w = signal.shape
+    xx, yy = normalized_grid(h, w, device=signal.device, dtype=signal.dtype)  # pixel = 2 / w units
+    px = 2.0 / w
+    cx = signal.new_zeros(b)
+    cy = signal.new_zeros(b)
+    s2 = signal.new_full((b,), (h / 10 * px) ** 2)
+    lo, hi = (1.5 * px) ** 2, (h / 5 * px) ** 2
+    for _ in range(iterations):
+        r2 = (xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2
+        win = torch.exp(-r2 / (2 * s2[:, None, None]))
+        wts = signal * win
+        total = wts.sum(dim=(1, 2))
+        ok = total > 1e-8
+        norm = total.clamp_min(1e-8)
+        nx = torch.where(ok, (wts * xx).sum(dim=(1, 2)) / norm, cx)
+        ny = torch.where(ok, (wts * yy).sum(dim=(1, 2)) / norm, cy)
+        r2n = (xx[None] - nx[:, None, None]) ** 2 + (yy[None] - ny[:, None, None]) ** 2
+        s2 = torch.where(ok, ((wts * r2n).sum(dim=(1, 2)) / norm).clamp(lo, hi), s2)
+        cx, cy = nx, ny
+    r2 = (xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2
+    return torch.exp(-r2 / (2 * s2[:, None, None]))
 
 
 #: standard deviation of an axis (mod pi) drawn uniformly at random: pi / sqrt(12) radians (52 degrees).

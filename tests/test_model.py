@@ -173,9 +173,10 @@ def test_learned_centroid_turns_with_the_image(model, k):
 
 
 def test_learned_centroid_starts_at_the_moment_centroid_of_an_off_centre_object():
-    """An untrained model's centroid is the sky-subtracted first moment, however far the object
-    sits from the frame centre: the dark sky weighs nothing (a per-pixel softplus weight made the
-    sky pull every estimate towards the centre)."""
+    """An untrained model's centroid is the sky-subtracted first moment of an isolated object,
+    however far it sits from the frame centre: the dark sky weighs nothing (a per-pixel softplus
+    weight made the sky pull every estimate towards the centre), and the window iterated onto the
+    object does not move a symmetric object's centroid."""
     from pipeline.moments import image_moments, subtract_background
 
     torch.manual_seed(0)
@@ -201,7 +202,7 @@ def test_learned_centroid_learns_to_ignore_a_companion_the_moment_centroid_follo
 
     torch.manual_seed(0)
     net = CODAE(ModelConfig(image_size=32, channels=1, widths=(4, 4, 8), kernels=(5, 3, 3), latent_dim=2, hidden=16,
-                            decoder_width=8)).train()
+                            decoder_width=8, centroid_window=False)).train()  # learning alone, no window
     g = torch.Generator().manual_seed(1)
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     images, centres = [], []
@@ -229,3 +230,41 @@ def test_learned_centroid_learns_to_ignore_a_companion_the_moment_centroid_follo
     learned_err = torch.hypot(x0 - target[:, 0], y0 - target[:, 1]).mean()
     assert moment_err * 16 > 0.4  # pixels: the companion does pull the moment centroid
     assert learned_err < 0.5 * moment_err, (float(learned_err) * 16, float(moment_err) * 16)
+
+
+def test_untrained_centroid_window_ignores_a_star_the_moment_centroid_follows():
+    """The window iterated onto the target (XWIN-like) keeps a bright star off the target from
+    pulling the untrained model's centroid; without the window it is the plain first moment, which
+    the star pulls by pixels.  The window turns with the image: a quarter turn turns the estimate."""
+    from pipeline.moments import image_moments, subtract_background
+
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    images, centres = [], []
+    g = torch.Generator().manual_seed(3)
+    for _ in range(6):
+        cx, cy = (29 + 6 * torch.rand(2, generator=g)).tolist()
+        ang = float(2 * math.pi * torch.rand(1, generator=g))
+        sx, sy = cx + 18 * math.cos(ang), cy + 18 * math.sin(ang)
+        galaxy = 0.5 * torch.exp(-(((xx - cx) / 5.0) ** 2 + ((yy - cy) / 3.0) ** 2) / 2)
+        star = 0.9 * torch.exp(-((xx - sx) ** 2 + (yy - sy) ** 2) / (2 * 1.2 ** 2))
+        images.append((0.05 + galaxy + star).clamp(0, 1)[None])
+        centres.append([(2 * cx + 1) / 64 - 1, (2 * cy + 1) / 64 - 1])
+    images, target = torch.stack(images), torch.tensor(centres)
+    errs = {}
+    for window in (True, False):
+        torch.manual_seed(0)
+        net = CODAE(ModelConfig(image_size=64, channels=1, widths=(4, 4, 8, 8), latent_dim=2, centroid_window=window))
+        with torch.no_grad():
+            *_, first = net.trunk(images, with_stem=True)
+            x0, y0 = net.centroid(images, first)
+            errs[window] = float(torch.hypot(x0 - target[:, 0], y0 - target[:, 1]).median()) * 32  # pixels
+            if window:
+                *_, first_t = net.trunk(torch.rot90(images, 1, dims=(2, 3)), with_stem=True)
+                xt, yt = net.centroid(torch.rot90(images, 1, dims=(2, 3)), first_t)
+                # rot90 (k=1) of the displayed image: (x, y) -> (y, -x) in the normalised frame, y down
+                assert (xt - y0).abs().max() < 1e-4 and (yt + x0).abs().max() < 1e-4
+    m = image_moments(subtract_background(images))
+    plain = float(torch.hypot(m.x - target[:, 0], m.y - target[:, 1]).median()) * 32
+    assert abs(errs[False] - plain) < 1e-3  # without the window: the plain first moment
+    assert plain > 2.0, plain  # the star pulls the moments by pixels
+    assert errs[True] < 0.1 * plain, errs

@@ -51,7 +51,7 @@ class CODAE(nn.Module):
         super().__init__()
         self.config = config
         self.trunk = EquivariantTrunk(config)
-        self.centroid = LearnedCentroid(config.widths[0])
+        self.centroid = LearnedCentroid(config.widths[0], window=config.centroid_window)
         if config.pose_readout == "equivariant":
             self.b_equi: nn.Module = EquivariantPose(config.widths[-1], config.group_order)
         else:
