@@ -91,7 +91,7 @@ def test_every_backend_finds_the_exact_neighbours(d):
 
 
 def test_auto_times_brute_force_and_the_tree_and_stays_exact(monkeypatch):
-    import catalogs.neighbours as nb
+    import catalogs.latent_index as nb
 
     monkeypatch.setattr(nb, "PROBE_QUERIES", 300)
     points = np.random.default_rng(3).standard_normal((1200, 4)).astype(np.float32)
