@@ -24,8 +24,12 @@ Ownership (the ``--overwrite`` rule)
   a PNG with a ``galaxy-codae`` text chunk);
 * never a path that is, or contains, one of the step's inputs; never a symbolic link.
 
-:func:`overwrite_refusal` says why a path may not be replaced (None when it may); callers turn
-that into their own error.  This module needs the standard library only (``catalogs/`` and
+:func:`overwrite_refusal` says why a path may not be replaced (None when it may).  Every step
+checks its outputs with :func:`check_output_file` (a file) or :func:`check_output` (a file or
+a directory), which raise the step's error class with one line: ``X exists; pass --overwrite to
+replace it`` without ``overwrite``, ``--overwrite will not replace X: why`` when the rule
+refuses; :func:`check_absent` is the first half alone, for a command that fails early before
+the writer checks again.  This module needs the standard library only (``catalogs/`` and
 ``pipeline/`` both use it).
 """
 
@@ -58,6 +62,9 @@ __all__ = [
     "is_ours_file",
     "overwrite_refusal",
     "check_may_replace",
+    "check_absent",
+    "check_output",
+    "check_output_file",
     "remove_owned",
 ]
 
@@ -353,6 +360,62 @@ def check_may_replace(
     why = overwrite_refusal(path, kinds=kinds, inputs=inputs)
     if why is not None:
         raise error(f"--overwrite will not replace {path}: {why}")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def check_absent(path: PathLike, *, overwrite: bool, error: type[Exception] = FileExistsError) -> None:
+    """Raise ``error`` when ``path`` exists (a dangling link too) and ``overwrite`` is not given."""
+    if not overwrite and _exists(Path(path)):
+        raise error(f"{path} exists; pass --overwrite to replace it")
+
+
+def check_output(
+    path: PathLike,
+    *,
+    overwrite: bool,
+    kinds: Iterable[str] | None = None,
+    inputs: Iterable[PathLike] = (),
+    may_replace: Callable[[Path], str | None] | None = None,
+    error: type[Exception] = FileExistsError,
+) -> None:
+    """Raise ``error`` (one line) unless a step may write its output ``path`` (a file or a directory).
+
+    A path that does not exist may be written; one that does only with ``overwrite`` and only
+    when ``may_replace(path)`` returns None (default: :func:`overwrite_refusal` with ``kinds`` and
+    ``inputs``; it returns the reason otherwise).
+    """
+    path = Path(path)
+    check_absent(path, overwrite=overwrite, error=error)
+    if not _exists(path):
+        return
+    why = may_replace(path) if may_replace is not None else overwrite_refusal(path, kinds=kinds, inputs=inputs)
+    if why is not None:
+        raise error(f"--overwrite will not replace {path}: {why}")
+
+
+def check_output_file(
+    path: PathLike,
+    *,
+    overwrite: bool,
+    what: str = "a file",
+    inputs: Iterable[PathLike] = (),
+    may_replace: Callable[[Path], str | None] | None = None,
+    error: type[Exception] = FileExistsError,
+) -> Path:
+    """:func:`check_output` for an output file, which must also not be a directory and must have one.
+
+    ``what``: the kind of file, for the message (``"a PNG file"``).  Returns ``path`` as a Path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a directory, not {what}")
+    if not path.parent.is_dir():
+        raise error(f"directory {path.parent} does not exist")
+    check_output(path, overwrite=overwrite, inputs=inputs, may_replace=may_replace, error=error)
+    return path
 
 
 def remove_owned(

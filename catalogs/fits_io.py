@@ -42,7 +42,7 @@ from astropy.table import Column, MaskedColumn, Table
 from numpy.typing import NDArray
 
 from catalogs import __version__
-from catalogs.atomic import atomic_open, check_may_replace
+from catalogs.atomic import atomic_open, check_output_file
 from catalogs.errors import BadInputError
 from catalogs.fits_header import COMMENTS as _COMMENTS
 from catalogs.fits_header import PRINTABLE as _PRINTABLE
@@ -293,14 +293,7 @@ def write_catalog(
     """
     if format not in ("fits", "parquet"):
         raise BadInputError(f"unknown catalogue format {format!r} (fits or parquet)")
-    path = Path(path)
-    if path.is_dir():
-        raise BadInputError(f"{path} is a directory, not a catalogue file")
-    if path.exists() and not overwrite:
-        raise BadInputError(f"{path} exists; pass --overwrite to replace it")
-    check_may_replace(path, error=BadInputError)  # only a file this project wrote
-    if not path.parent.is_dir():
-        raise BadInputError(f"directory {path.parent} does not exist")
+    path = check_output_file(path, overwrite=overwrite, what="a catalogue file", error=BadInputError)
 
     columns = _columns_of(table_or_columns)
     specs = _check_names(list(columns), latent_dim, partial)

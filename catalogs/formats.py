@@ -39,7 +39,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from catalogs import __version__
-from catalogs.atomic import SIGNATURE, atomic_path, overwrite_refusal
+from catalogs.atomic import SIGNATURE, atomic_path, check_output_file, overwrite_refusal
 from catalogs.errors import BadInputError
 from catalogs.fits_header import utc_now
 from catalogs.fits_io import write_catalog
@@ -104,19 +104,14 @@ def _text_signed(path: Path, fmt: str) -> bool:
 
 
 def _check_target(out: Path, fmt: str, overwrite: bool, inputs: Sequence[str | os.PathLike]) -> None:
-    if out.is_dir():
-        raise BadInputError(f"{out} is a directory, not a file")
-    if not out.parent.is_dir():
-        raise BadInputError(f"directory {out.parent} does not exist")
-    if not (out.exists() or out.is_symlink()):
-        return
-    if not overwrite:
-        raise BadInputError(f"{out} exists; pass --overwrite to replace it")
-    why = overwrite_refusal(out, inputs=inputs)
-    if why == "it is a file galaxy-codae did not write" and fmt in ("csv", "ecsv", "votable") and _text_signed(out, fmt):
-        why = None
-    if why is not None:
-        raise BadInputError(f"--overwrite will not replace {out}: {why}")
+    """Refuse ``out`` as :func:`catalogs.atomic.check_output_file` does; a text file signed here is ours too."""
+
+    def may_replace(path: Path) -> str | None:
+        why = overwrite_refusal(path, inputs=inputs)
+        foreign = why == "it is a file galaxy-codae did not write"
+        return None if foreign and fmt in ("csv", "ecsv", "votable") and _text_signed(path, fmt) else why
+
+    check_output_file(out, overwrite=overwrite, may_replace=may_replace, error=BadInputError)
 
 
 def _header_meta(header: Mapping[str, Any]) -> dict[str, Any]:

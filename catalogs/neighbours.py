@@ -227,24 +227,15 @@ def write_neighbours(table, out, *, format: str | None = None, overwrite: bool =
     from pathlib import Path
 
     from catalogs import __version__
-    from catalogs.atomic import SIGNATURE, atomic_path, overwrite_refusal
+    from catalogs.atomic import SIGNATURE, atomic_path, check_output_file
     from catalogs.formats import output_format, write_table
 
     out = Path(out)
     fmt = output_format(out, format)
-    if out.is_dir():
-        raise BadInputError(f"{out} is a directory, not a file")
-    if not out.parent.is_dir():
-        raise BadInputError(f"directory {out.parent} does not exist")
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise BadInputError(f"{out} exists; pass --overwrite to replace it")
-        why = overwrite_refusal(out, inputs=inputs)
-        if why is not None and fmt in ("fits", "parquet"):
-            raise BadInputError(f"--overwrite will not replace {out}: {why}")
     meta = dict(table.meta)
-    if fmt not in ("fits", "parquet"):
+    if fmt not in ("fits", "parquet"):  # the text formats' writer checks ``out`` itself
         return write_table(table, out, format=fmt, header=meta, overwrite=overwrite, inputs=inputs)
+    check_output_file(out, overwrite=overwrite, inputs=inputs, error=BadInputError)
     copy = table.copy(copy_data=False)
     copy.meta = {"CREATOR": f"{SIGNATURE} {__version__}", **meta}
     if fmt == "parquet":

@@ -20,6 +20,7 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import NDArray
 
+from catalogs.atomic import check_absent
 from catalogs.errors import BadInputError, QueryError
 from catalogs.fits_header import WRITER_KEYWORDS
 from catalogs.fits_io import open_catalog
@@ -212,8 +213,7 @@ def write_selection(
     ``SRCFILE``, ``SRCROWS``).  An empty selection writes an empty table.
     """
     fmt = output_format(out, format)
-    if Path(out).exists() and not overwrite:  # before the work, as the writer would after it
-        raise BadInputError(f"{out} exists; pass --overwrite to replace it")
+    check_absent(out, overwrite=overwrite, error=BadInputError)  # before the work, as the writer would after it
     table = query_catalog(path, where, columns, cone=cone)
     with open_catalog(path) as cat:
         source_rows = cat.nrows

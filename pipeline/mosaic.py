@@ -121,20 +121,10 @@ def render_mosaic(observed: np.ndarray, turned: np.ndarray, labels: Sequence[str
 
 def save_png(data: bytes, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write PNG bytes atomically; an existing file is replaced only with ``overwrite`` and only if
-    this project wrote it (:func:`catalogs.atomic.overwrite_refusal`)."""
-    from catalogs.atomic import overwrite_refusal, write_bytes
+    this project wrote it (:func:`catalogs.atomic.check_output_file`)."""
+    from catalogs.atomic import check_output_file, write_bytes
 
-    out = Path(out)
-    if out.is_dir():
-        raise BadInputError(f"{out} is a directory, not a PNG file")
-    if not out.parent.is_dir():
-        raise BadInputError(f"directory {out.parent} does not exist")
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise BadInputError(f"{out} exists; pass --overwrite to replace it")
-        why = overwrite_refusal(out)
-        if why is not None:
-            raise BadInputError(f"--overwrite will not replace {out}: {why}")
+    out = check_output_file(out, overwrite=overwrite, what="a PNG file", error=BadInputError)
     write_bytes(out, data)
     return out
 

@@ -77,6 +77,41 @@ def test_overwrite_refusal_rules(tmp_path):
     assert atomic.overwrite_refusal(store, kinds=("store",)) is None
 
 
+def test_output_checks_say_what_and_where_in_one_line(tmp_path):
+    class Bad(Exception):
+        pass
+
+    out = tmp_path / "out.txt"
+    assert atomic.check_output_file(str(out), overwrite=False, error=Bad) == out  # absent: may be written
+    with pytest.raises(Bad, match=f"^directory {tmp_path / 'no'} does not exist$"):
+        atomic.check_output_file(tmp_path / "no" / "out.txt", overwrite=True, error=Bad)
+    with pytest.raises(Bad, match=f"^{tmp_path} is a directory, not a PNG file$"):
+        atomic.check_output_file(tmp_path, overwrite=True, what="a PNG file", error=Bad)
+    out.write_text("a thesis")
+    for check in (atomic.check_absent, atomic.check_output, atomic.check_output_file):
+        with pytest.raises(Bad, match=f"^{out} exists; pass --overwrite to replace it$"):
+            check(out, overwrite=False, error=Bad)
+    atomic.check_absent(out, overwrite=True, error=Bad)
+    with pytest.raises(Bad, match=f"^--overwrite will not replace {out}: it is a file galaxy-codae did not write$"):
+        atomic.check_output_file(out, overwrite=True, error=Bad)
+    atomic.check_output_file(out, overwrite=True, may_replace=lambda p: None, error=Bad)  # the caller's own rule
+    atomic.write_text(out, "written by galaxy-codae")
+    atomic.check_output_file(out, overwrite=True, error=Bad)
+    with pytest.raises(Bad, match="it is an input of this step$"):
+        atomic.check_output_file(out, overwrite=True, inputs=[out], error=Bad)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(Bad, match="dangling exists; pass --overwrite"):
+        atomic.check_output(tmp_path / "dangling", overwrite=False, error=Bad)
+    with pytest.raises(Bad, match="dangling: it is a symbolic link$"):
+        atomic.check_output(tmp_path / "dangling", overwrite=True, error=Bad)
+    run = tmp_path / "run"
+    run.mkdir()
+    atomic.mark_owned(run, "run")
+    atomic.check_output(run, overwrite=True, kinds=("run",), error=Bad)
+    with pytest.raises(Bad, match=f"^--overwrite will not replace {run}: it is a galaxy-codae run, not a store$"):
+        atomic.check_output(run, overwrite=True, kinds=("store",), error=Bad)
+
+
 def test_files_are_ours_only_with_the_signature(tmp_path):
     from astropy.io import fits
 

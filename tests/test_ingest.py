@@ -269,10 +269,7 @@ def test_cli_ingest_prints_a_summary_and_refuses_to_overwrite(tmp_path, capsys):
     assert (info.channels, info.size, info.crop_size, info.crop_start_x, info.crop_start_y) == (1, 32, 96, 16, 16)
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        err[0]
-        == f"galaxy-codae ingest: error: store {tmp_path / 'st.zarr'} already exists (pass --overwrite to replace it)"
-    )
+    assert err[0] == f"galaxy-codae ingest: error: {tmp_path / 'st.zarr'} exists; pass --overwrite to replace it"
     assert cli_main([*args, "--overwrite"]) == 0
 
 

@@ -27,16 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    from catalogs.atomic import check_absent
     from pipeline.errors import BadInputError
     from pipeline.show import show_galaxy
 
     catalog = catalog_path(args)
     if not args.out.lower().endswith(".png"):
         raise BadInputError(f"--out {args.out}: the figure is a PNG file; name it *.png")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise BadInputError(f"{args.out} exists; pass --overwrite to replace it")
+    check_absent(args.out, overwrite=args.overwrite, error=BadInputError)  # before the work
     show_galaxy(catalog, args.id, args.store, args.checkpoint, out=args.out, overwrite=args.overwrite)
     print(f"show: wrote {args.out}")
     return 0

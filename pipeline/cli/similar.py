@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from catalogs.atomic import check_absent
     from catalogs.formats import output_format
     from pipeline.errors import BadInputError
 
@@ -80,8 +81,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.png is not None and not args.png.lower().endswith(".png"):
         raise BadInputError(f"--png {args.png}: the mosaic is a PNG file; name it *.png")
     for path in (args.out, args.png):
-        if path is not None and os.path.exists(path) and not args.overwrite:
-            raise BadInputError(f"{path} exists; pass --overwrite to replace it")
+        if path is not None:
+            check_absent(path, overwrite=args.overwrite, error=BadInputError)
 
 
 def _progress(bar):

@@ -92,10 +92,8 @@ def write_array_store(out: str | Path, images: NDArray | Callable[[int, int], ND
         n, channels, size = a.shape[0], a.shape[1], a.shape[2]
         dtype = dtype or str(a.dtype)
         rows = lambda lo, hi: a[lo:hi]  # noqa: E731
-    if out.exists() and not overwrite:
-        raise BadInputError(f"{out} exists; pass --overwrite to replace it")
     inputs = (source,) if source else ()
-    atomic.check_may_replace(out, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
+    atomic.check_output(out, overwrite=overwrite, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
     work = out.with_name(out.name + ".partial")
     if work.exists() or work.is_symlink():
         atomic.remove_owned(work, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)

@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from catalogs.atomic import check_output_file
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.infer.flags import (
     EDGE_MARGIN_PIX,
@@ -107,10 +108,7 @@ def infer_catalog(store: str | os.PathLike, checkpoint: str | os.PathLike, out: 
         raise ConfigError(f"unknown catalogue format {format!r} (fits or parquet)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
-    if out.exists() and not overwrite:
-        raise BadInputError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise BadInputError(f"directory {out.parent} does not exist")
+    check_output_file(out, overwrite=overwrite, what="a catalogue file", error=BadInputError)  # before the work
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     plan = plan_inference(store, checkpoint, work, batch_size=batch_size, device=device,
                           error_samples=error_samples, error_calibration=error_calibration)

@@ -98,19 +98,10 @@ def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = N
 
     An existing page is replaced only with ``overwrite`` and only if this project wrote it.
     """
-    from catalogs.atomic import overwrite_refusal, write_text
+    from catalogs.atomic import check_output_file, write_text
 
     paths = find_run(out, catalog=catalog, store=store, run_dir=run_dir)
     target = Path(html_path) if html_path is not None else paths.out / "report.html"
-    if target.is_dir():
-        raise BadInputError(f"{target} is a directory, not an HTML file")
-    if not target.parent.is_dir():
-        raise BadInputError(f"directory {target.parent} does not exist")
-    if target.exists() or target.is_symlink():
-        if not overwrite:
-            raise BadInputError(f"{target} exists; pass --overwrite to replace it")
-        why = overwrite_refusal(target)
-        if why is not None:
-            raise BadInputError(f"--overwrite will not replace {target}: {why}")
+    check_output_file(target, overwrite=overwrite, what="an HTML file", error=BadInputError)
     write_text(target, render_report(paths, searches=searches, k=k))
     return target

@@ -137,7 +137,7 @@ def stack_catalog(catalog: str | os.PathLike, store: str | os.PathLike, out: str
     """
     import torch
 
-    from catalogs.atomic import check_may_replace
+    from catalogs.atomic import check_output_file
     from catalogs.fits_header import WRITER_KEYWORDS, printable, utc_now
     from catalogs.fits_io import open_catalog
     from pipeline import __version__
@@ -152,17 +152,10 @@ def stack_catalog(catalog: str | os.PathLike, store: str | os.PathLike, out: str
     if bin_by is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
         raise ConfigError(f"bins must be a positive integer, got {bins!r}")
     catalog, out = Path(catalog), Path(out)
-    if out.is_dir():
-        raise BadInputError(f"{out} is a directory, not a FITS file")
-    if not out.parent.is_dir():
-        raise BadInputError(f"directory {out.parent} does not exist")
     n_stacks = bins if bin_by is not None else 1
     pngs = preview_paths(out, n_stacks) if previews else []
-    for p in [out, *pngs]:
-        if p.exists() or p.is_symlink():
-            if not overwrite:
-                raise BadInputError(f"{p} exists; pass --overwrite to replace it")
-            check_may_replace(p, inputs=[catalog, store], error=BadInputError)
+    for p, what in [(out, "a FITS file"), *((png, "a PNG file") for png in pngs)]:
+        check_output_file(p, overwrite=overwrite, what=what, inputs=[catalog, store], error=BadInputError)
 
     st = open_store(store)
     info = st.info

@@ -90,11 +90,8 @@ def plan_ingest(
         raise BadInputError(f"image root {images} does not exist or is not a directory")
     if not catalog.is_file():
         raise BadInputError(f"catalogue {catalog} does not exist")
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise BadInputError(f"store {out} already exists (pass --overwrite to replace it)")
     inputs = (catalog, images)
-    if overwrite:
-        atomic.check_may_replace(out, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
+    atomic.check_output(out, overwrite=overwrite, kinds=(STORE_KIND,), inputs=inputs, error=BadInputError)
     sha = file_sha256(catalog)
     work = work_dir_for(out)
     columns = {"id": id_column, "path": path_column, "ra": ra_column, "dec": dec_column}
