@@ -11,6 +11,10 @@ and shows, depending on ``sink``:
 - a callable (a logger, ``list.append``): the same plain lines, passed to it;
 - ``False`` or ``None``: nothing.
 
+``budget_s`` (a wall-clock budget in seconds, counted from the start, such as training's
+``--max-minutes``): the ETA is the sooner of the count's and the budget's end, marked
+``(time budget h:mm:ss)`` when the budget ends first; a bar shows ``budget left h:mm:ss`` after it.
+
 Plain lines start with one at once (``desc: started``, with the total when known), so a job's
 log shows at the start of the step that it began, however long its first unit takes.  ``GALAXY_CODAE_PROGRESS``
 (``bar``, ``lines`` or ``off``) overrides the terminal test.  Rates and times are formatted by
@@ -51,13 +55,15 @@ class Progress:
 
     ``total``: units of work (None when unknown: no percentage or ETA).  ``note``: text shown in
     parentheses after every line (for example how many parts were reused).  ``stream``: where
-    the bar and the lines go when ``sink`` is True (default stderr).
+    the bar and the lines go when ``sink`` is True (default stderr).  ``budget_s``: a time budget
+    in seconds from the start; the time left is the sooner of the count's ETA and the budget's end.
     """
 
     def __init__(self, desc: str, total: int | None, *, unit: str = "it", sink: Sink = True, note: str = "",
                  stream: TextIO | None = None, every_percent: float = EVERY_PERCENT, every_s: float = EVERY_S,
-                 initial: int = 0) -> None:
+                 initial: int = 0, budget_s: float | None = None) -> None:
         self.desc, self.total, self.unit, self.note = desc, total, unit, note
+        self.budget_s = budget_s
         self.every_percent, self.every_s = every_percent, every_s
         self.n = self._start_n = initial
         self.info: dict[str, Any] = {}
@@ -99,8 +105,8 @@ class Progress:
         text += f", {tqdm.format_sizeof(rate) if rate >= 1000 else f'{rate:.3g}'} {self.unit}/s"
         if final:
             text += f", {tqdm.format_interval(elapsed)} elapsed"
-        elif self.total and rate > 0:
-            text += f", ETA {tqdm.format_interval(max(self.total - self.n, 0) / rate)}"
+        else:
+            text += self._eta(elapsed, rate)
         if self.info:
             text += f" | {_format_info(self.info)}"
         if self.note:
@@ -108,6 +114,14 @@ class Progress:
         self._lines_written += 1
         assert self._emit is not None
         self._emit(text)
+
+    def _eta(self, elapsed: float, rate: float) -> str:
+        """``, ETA h:mm:ss``: by the count, or by the time budget when that ends sooner; '' when unknown."""
+        by_count = max(self.total - self.n, 0) / rate if self.total and rate > 0 else None
+        by_budget = max(self.budget_s - elapsed, 0.0) if self.budget_s is not None else None
+        if by_budget is not None and (by_count is None or by_budget < by_count):
+            return f", ETA {tqdm.format_interval(by_budget)} (time budget {tqdm.format_interval(self.budget_s)})"
+        return f", ETA {tqdm.format_interval(by_count)}" if by_count is not None else ""
 
     # -- updates
 
@@ -117,7 +131,11 @@ class Progress:
         if info:
             self.info.update(info)
         if self._bar is not None:
-            if info:
+            if self.budget_s is not None:  # tqdm's ETA knows only the count
+                left = max(self.budget_s - (time.monotonic() - self._t0), 0.0)
+                postfix = _format_info(self.info) + (", " if self.info else "")
+                self._bar.set_postfix_str(postfix + f"budget left {tqdm.format_interval(left)}", refresh=False)
+            elif info:
                 self._bar.set_postfix_str(_format_info(self.info), refresh=False)
             self._bar.update(n)
             return

@@ -69,3 +69,19 @@ def test_a_total_known_late_and_a_resumed_start(monkeypatch):
     bar.update(1)
     bar.close()
     assert lines[1].startswith("train: 61/100 steps (61%)") and lines[-1].startswith("train: 61/100 steps")
+
+
+def test_a_time_budget_ends_the_eta_when_it_comes_before_the_count(monkeypatch):
+    monkeypatch.delenv("GALAXY_CODAE_PROGRESS", raising=False)
+    lines: list[str] = []
+    with Progress("train", 10**9, unit="steps", sink=lines.append, budget_s=90) as bar:
+        bar.update(1)  # a billion steps at any rate take longer than 90 s
+    assert re.search(r", ETA 0?[01]:[0-5]\d \(time budget 01:30\)$", lines[1]), lines[1]
+    lines.clear()
+    with Progress("train", 2, unit="steps", sink=lines.append, budget_s=3600) as bar:
+        bar.update(1)  # one step left: the count ends first
+    assert "ETA" in lines[1] and "time budget" not in lines[1], lines[1]
+    tty = _Tty()
+    with Progress("train", 10**9, unit="steps", sink=True, stream=tty, budget_s=90) as bar:
+        bar.update(1, loss=0.5)
+    assert "loss 0.5, budget left 01:" in tty.getvalue() or "loss 0.5, budget left 00:" in tty.getvalue()
