@@ -122,10 +122,10 @@ def digest(*parts: Any) -> str:
 
 @task(name="demo-survey", **_options())
 def demo_survey(out: str, n: int, seed: int, size: int) -> str:
-    """Write the simulated demo survey (Galaxy Zoo DECaLS layout) to ``out``."""
+    """Write the simulated demo survey (Galaxy Zoo DECaLS layout) to ``out``; progress lines go to the task's log."""
     from pipeline.simulate.survey import write_demo_survey
 
-    return str(write_demo_survey(Path(out), n, seed=seed, size=size, overwrite=True, progress=False))
+    return str(write_demo_survey(Path(out), n, seed=seed, size=size, overwrite=True, progress=get_run_logger().info))
 
 
 # ----------------------------------------------------------------------------- ingest (two passes)
@@ -178,11 +178,16 @@ def finalize_ingest(work: str, key: str) -> Any:
 
 @task(name="train", **_options(exclude=("resume",)))
 def train_model(config: dict[str, Any], store: str, run_dir: str, key: str, resume: bool = False) -> Any:
-    """Train CODAE on ``store`` into ``run_dir`` (``config``: a full :class:`RunConfig` as a dict)."""
+    """Train CODAE on ``store`` into ``run_dir`` (``config``: a full :class:`RunConfig` as a dict).
+
+    Progress lines (step, steps/s, ETA against the step count or the time budget, loss) go to the
+    task's log, which is the flow run's log and the terminal: one at the start, then every 5 % or 10 s.
+    """
     from pipeline.config import RunConfig
     from pipeline.train import train
 
-    return train(RunConfig.from_dict(config), Path(store), Path(run_dir), resume=resume, progress=False)
+    return train(RunConfig.from_dict(config), Path(store), Path(run_dir), resume=resume,
+                 progress=get_run_logger().info)
 
 
 # ----------------------------------------------------------------------------- infer (per shard)

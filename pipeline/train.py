@@ -21,6 +21,7 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,17 +65,21 @@ class TrainResult:
 
 
 def train(config: RunConfig, source: str | Path | Dataset, out: str | Path, *, resume: bool = False,
-          progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+          progress: bool | Callable[[str], None] = True, stop_after_steps: int | None = None) -> TrainResult:
     """Train CODAE on ``source`` into the run directory ``out``.
 
     ``resume=True`` continues from ``out/checkpoint.pt`` (its model and loss config must match
     ``config``; training budgets may change).  ``stop_after_steps`` ends the process early with a
-    checkpoint, as a kill would (tests use it to check that resuming is exact).
+    checkpoint, as a kill would (tests use it to check that resuming is exact).  ``progress``: a bar
+    or log lines on stderr (True), the same lines passed to a callable (a logger), or nothing
+    (:class:`pipeline.progress.Progress`); the time left counts against ``train.max_minutes`` too.
     """
     # the set-up (store check, model build) first, so a refusal is the first line on stderr; it takes seconds
-    run = set_up_run(config, source, out, resume=resume, progress=progress)
-    bar = Progress("train", None, unit="steps", sink=progress and os.environ.get("RANK", "0") == "0")  # rank 0 only
+    run = set_up_run(config, source, out, resume=resume, progress=bool(progress))
     tc, out = config.train, run.out
+    budget_s = None if tc.max_minutes is None else 60 * tc.max_minutes
+    bar = Progress("train", None, unit="steps", sink=progress if os.environ.get("RANK", "0") == "0" else False,
+                   budget_s=budget_s)  # rank 0 only
     model, net, optim, device, rank, world = run.model, run.net, run.optim, run.device, run.rank, run.world
     planned, steps_per_epoch = run.planned, run.steps_per_epoch
     step, epoch, batch_in_epoch, rows, sched = run.step, run.epoch, run.batch_in_epoch, run.rows, run.schedule_progress

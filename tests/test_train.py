@@ -69,6 +69,18 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, data):
     assert (tmp_path / "run" / "figures" / "traversals.png").exists()
 
 
+def test_progress_lines_go_to_a_callable_with_the_time_left_of_the_budget(tmp_path, data):
+    lines: list[str] = []  # what a Prefect task's logger receives in the flow
+    train(_config(max_epochs=2, max_minutes=30), data, tmp_path / "run", progress=lines.append)
+    assert lines[0] == "train: started"
+    assert any(line.startswith("train: 1/8 steps") and "steps/s" in line and "ETA" in line for line in lines), lines
+    assert any("loss" in line for line in lines), lines  # the loss, once a metrics row is logged
+    assert lines[-1].startswith("train: 8/8 steps (100%)") and "elapsed" in lines[-1]
+    lines.clear()
+    train(_config(max_epochs=50, max_minutes=0.0005), data, tmp_path / "short", progress=lines.append)
+    assert any("(time budget 00:00)" in line for line in lines), lines  # the budget ends before the steps
+
+
 def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, data):
     train(_config(max_epochs=1), data, tmp_path / "run", progress=False)
     with pytest.raises(BadInputError, match="already holds a run"):

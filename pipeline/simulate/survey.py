@@ -30,7 +30,7 @@ import pandas as pd
 
 from catalogs import atomic
 from pipeline.errors import BadInputError
-from pipeline.progress import Progress
+from pipeline.progress import Progress, Sink
 from pipeline.simulate.galaxies import GZ_SIZE, GalaxyTruth, render_rgb, sample_galaxies
 from pipeline.simulate.regimes import Scene, parse_regimes, render_scene_rgb, sample_scenes
 
@@ -99,7 +99,7 @@ def _render_chunk(job: tuple[str, list[tuple[str, GalaxyTruth | Scene, int]]]) -
     return len(items)
 
 
-def _progress(done_iter: Iterator[int], n: int, *, show: bool) -> None:
+def _progress(done_iter: Iterator[int], n: int, *, show: Sink) -> None:
     """Consume chunk counts, showing the galaxies written (:class:`pipeline.progress.Progress`)."""
     with Progress("demo-survey", n, unit="galaxies", sink=show) as bar:
         for k in done_iter:
@@ -108,7 +108,7 @@ def _progress(done_iter: Iterator[int], n: int, *, show: bool) -> None:
 
 def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, sky_noise: float | None = None,
                       regime: str | None = None, workers: int = 1, overwrite: bool = False,
-                      progress: bool = True) -> Path:
+                      progress: Sink = True) -> Path:
     """Write ``n`` simulated galaxies in the Galaxy Zoo DECaLS layout under ``out``; return ``out``.
 
     ``size``: cutout size in pixels (424 as Galaxy Zoo; smaller only for quick tests).
@@ -117,7 +117,8 @@ def write_demo_survey(out: Path, n: int, *, seed: int = 0, size: int = GZ_SIZE, 
     galaxies (a name, ``"mix"`` or ``"clean:0.5,star:0.5"``; DECaLS-depth noise, so not with
     ``sky_noise``); the truth then has ``regime``, ``theta_dir_deg`` and the added sources'
     columns.  ``workers`` > 1 renders in that many processes; the output does
-    not depend on it.  An existing ``out`` is refused unless ``overwrite``.
+    not depend on it.  An existing ``out`` is refused unless ``overwrite``.  ``progress``: a bar or
+    lines on stderr (True), the lines passed to a callable (a logger), or nothing (:mod:`pipeline.progress`).
     Raises :class:`~pipeline.errors.BadInputError` on bad arguments or an existing output.
     """
     out = Path(out)
