@@ -362,5 +362,5 @@ def galaxy_codae(
                 out_p / "stacks")
     return {"out": str(out_p), "store": store, "run_dir": run_dir, "checkpoint": str(trained.checkpoint),
             "catalogue": catalogue, "n_ingested": summary.n_stored, "n_rejected": summary.n_rejected,
-            "n_catalogued": n_catalogued, "stacks": [str(Path(out_p / "stacks" / f"{s['name']}.fits"))
-                                                     for s in selections], "report": report}
+            "n_catalogued": n_catalogued, "train_steps": trained.steps, "stopped_at_budget": trained.stopped_early,
+            "stacks": [str(Path(out_p / "stacks" / f"{s['name']}.fits")) for s in selections], "report": report}

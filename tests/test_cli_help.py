@@ -74,6 +74,33 @@ def test_one_vocabulary_with_the_old_names_as_aliases(argv, dest, value):
     assert getattr(args, dest) == value
 
 
+def test_the_default_demo_is_small_and_trains_on_a_budget_of_minutes():
+    from flows.galaxy_codae import resolve_config
+    from pipeline.cli.run import run_config, shard_size, training_budget
+
+    demo = build_parser().parse_args(["run", "--demo"])
+    train = resolve_config(run_config(demo), *training_budget(demo)).train
+    assert train.max_minutes is not None and 0 < train.max_minutes <= 3  # the demo ends in minutes on 2 cores
+    assert train.cpu_threads == 1  # robust on a shared 2-core machine
+    assert train.max_steps is not None and train.max_steps <= 400
+    assert demo.demo_n <= 1000
+    assert shard_size(demo) < demo.demo_n <= shard_size(demo) * demo.workers  # a shard for every worker
+    assert shard_size(demo) % 8 == 0  # whole store chunks
+    # the bigger demo: a budget given, or the config's epochs
+    bigger = build_parser().parse_args(["run", "--demo", "--n", "2000", "--max-minutes", "10"])
+    train = resolve_config(run_config(bigger), *training_budget(bigger)).train
+    assert train.max_minutes == 10 and train.max_steps is None
+    full = build_parser().parse_args(["run", "--demo", "--max-epochs", "20"])
+    train = resolve_config(run_config(full), *training_budget(full)).train
+    assert train.max_minutes is None and train.max_steps is None and train.max_epochs == 20
+    # a survey run, or a demo with its own config, keeps the config's budget
+    survey = build_parser().parse_args(["run", "--catalog", "c.parquet", "--images", "im"])
+    assert training_budget(survey) == (None, None) and shard_size(survey) == 1024
+    own = build_parser().parse_args(["run", "--demo", "--config", "my.yaml"])
+    assert training_budget(own) == (None, None) and run_config(own) == "my.yaml"
+    assert run_config(survey) is None
+
+
 def test_config_show_defaults_is_a_commented_valid_config(capsys, tmp_path):
     assert main(["config", "--show-defaults"]) == 0
     text = capsys.readouterr().out

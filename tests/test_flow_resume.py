@@ -93,3 +93,8 @@ def test_a_killed_run_resumes_from_the_cache_and_the_checkpoint(tmp_path):
 
     ids = [str(v) for v in open_catalog(out / "catalog.fits").read_arrays(["id"])["id"]]
     assert len(ids) == 120 and len(set(ids)) == 120
+    # the run ends with its summary on stdout: counts, pose agreement, paths, next commands
+    summary = second.stdout[second.stdout.index("galaxy-codae run: done"):]
+    assert "120 ingested, 0 rejected, 120 catalogued" in summary
+    assert "median |pa_deg - moment_pa_deg|" in summary and str(out / "report.html") in summary
+    assert "galaxy-codae query " in summary and "galaxy-codae similar " in summary

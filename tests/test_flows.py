@@ -102,6 +102,33 @@ def test_flow_runs_the_demo_survey(demo_run):
     assert "<h2>Galaxies like these" in report.read_text() and "<script" not in report.read_text()
 
 
+def test_the_run_ends_with_a_summary_whose_commands_run_as_printed(demo_run, capsys):
+    import re
+    import shlex
+
+    from catalogs.reader import open_catalog
+    from pipeline.cli import main
+    from pipeline.run_summary import summary_lines
+
+    out, _, result = demo_run
+    text = "\n".join(summary_lines(result, elapsed_s=75.0))
+    assert "galaxy-codae run: done in 1 min 15 s" in text
+    assert "48 ingested, 0 rejected, 48 catalogued" in text
+    assert re.search(r"median \|pa_deg - moment_pa_deg\| \(axes, mod 180\): \d+\.\d deg over \d+ galaxies", text), text
+    for path in (out / "catalog.fits", out / "stacks", out / "report.html"):
+        assert str(path) in text, path
+    assert re.search(r"figures .*/runs/[0-9a-f]+/figures/ \(loss_curves.png, reconstructions.png, traversals.png\)",
+                     text), text
+    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("  galaxy-codae ")]
+    assert [c[1] for c in commands] == ["query", "similar"]
+    with open_catalog(out / "catalog.fits") as cat:
+        ids = {str(v) for v in cat.read_arrays(["id"])["id"]}
+    assert commands[1][commands[1].index("--id") + 1] in ids  # a real galaxy
+    for command in commands:
+        assert main(command[1:]) == 0, (command, capsys.readouterr().err)
+    assert (out / "similar.png").is_file()  # the mosaic the similar command draws
+
+
 def test_flow_creates_artifacts(demo_run):
     out, state, _ = demo_run
     arts = _artifacts(state.state_details.flow_run_id)
