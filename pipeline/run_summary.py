@@ -72,7 +72,7 @@ def summary_lines(result: Mapping[str, Any], elapsed_s: float | None = None) -> 
     out = Path(result["out"])
     figures = Path(result["run_dir"]) / "figures"
     median, n_both, n_no_pa = pose_agreement(catalogue)
-    took = f" in {int(elapsed_s // 60)} min {int(round(elapsed_s % 60))} s" if elapsed_s is not None else ""
+    took = "" if elapsed_s is None else f" in {round(elapsed_s) // 60} min {round(elapsed_s) % 60} s"
     lines = [f"galaxy-codae run: done{took}",
              f"  galaxies   {result['n_ingested']} ingested, {result['n_rejected']} rejected, "
              f"{result['n_catalogued']} catalogued"]

@@ -60,7 +60,9 @@ def _stacks(text: str) -> list[dict]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--demo", action="store_true", help="run on the simulated demo survey (written under --out when absent)")
+    p.add_argument("--demo", action="store_true",
+                   help=f"run on the simulated demo survey (written under --out when absent); alone, it trains "
+                        f"{DEMO_MAX_STEPS} steps or {DEMO_MAX_MINUTES:g} minutes, whichever ends first")
     p.add_argument("--n", "--demo-n", dest="demo_n", type=int, default=DEMO_N, help="galaxies in the demo survey")
     p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo survey")
     p.add_argument("--cutout-size", "--demo-size", dest="demo_size", type=int, default=424,
@@ -72,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=int, help="training budget: override train.max_epochs")
     p.add_argument("--max-minutes", type=float,
                    help=f"training budget: wall-clock minutes (--demo without --config or --max-epochs: "
-                        f"default {DEMO_MAX_MINUTES:g})")
+                        f"{DEMO_MAX_MINUTES:g}, or {DEMO_MAX_STEPS} steps if sooner)")
     p.add_argument("--shard-size", type=int, default=None,
                    help=f"objects per store shard and per task (default {SHARD_SIZE}; with --demo, fewer when that "
                         "gives every worker a shard of the survey)")
