@@ -249,8 +249,8 @@ class ErrorCalibration:
 #: 992 steps on a 2,000-galaxy demo survey, on 2,000 demo galaxies at four sky levels (S/N 9 to
 #: 10,000; ``benchmarks/results/pose-errors-cpu2-2026-12-02.log``).  Another checkpoint's
 #: errors are then only roughly calibrated: calibrate it.
-DEFAULT_CALIBRATION = ErrorCalibration(pa_scale=1.029, pa_floor_deg=0.631, x_scale=1.270, y_scale=1.180,
-                                       xy_floor_pix=0.015, samples=8,
+DEFAULT_CALIBRATION = ErrorCalibration(pa_scale=0.951, pa_floor_deg=0.814, x_scale=0.670, y_scale=0.625,
+                                       xy_floor_pix=0.014, samples=8,
                                        source="default (benchmarks/results/pose-errors-cpu2-2026-12-02.log)")
 
 
