@@ -1,4 +1,4 @@
-"""Ingest and store-read benchmark (issue 3).  Prints figures; writes nothing outside a temporary directory.
+"""Ingest and store-read benchmark.  Prints figures; writes nothing outside a temporary directory.
 
     python benchmarks/ingest.py [--n 2000] [--rate-rows 10000] [--memory-n 20000] [--survey DIR] [--crop-study]
 

@@ -1,4 +1,4 @@
-"""Survey ingest: bad inputs, resume after kill -9, Dask workers, command line (issue 3)."""
+"""Survey ingest: bad inputs, resume after kill -9, Dask workers, command line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Zarr store and its readers: round trip, pixel mapping, refusals, torch Dataset (issue 3)."""
+"""The Zarr store and its readers: round trip, pixel mapping, refusals, torch Dataset."""
 
 from __future__ import annotations
 
