@@ -7,6 +7,7 @@ strict: an unknown key, a wrong type or a bad value is a :class:`ConfigError` na
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -169,6 +170,10 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
+#: a number in exponent form without a dot (``1e-3``), which YAML 1.1 and so PyYAML read as a string.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -195,6 +200,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 1e-3, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -131,6 +131,11 @@ def test_config_is_strict(tmp_path):
     (tmp_path / "bad2.yaml").write_text("train:\n  lr: fast\n")
     with pytest.raises(ConfigError, match="train.lr: expected a number"):
         load_config(tmp_path / "bad2.yaml")
+    (tmp_path / "exp.yaml").write_text("train:\n  lr: 3e-4\n")  # a string to PyYAML, a number to us
+    assert load_config(tmp_path / "exp.yaml").train.lr == 3e-4
+    (tmp_path / "bad3.yaml").write_text("train:\n  lr: 3e-4x\n")
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_config(tmp_path / "bad3.yaml")
     with pytest.raises(ConfigError, match="kernels must be odd"):
         ModelConfig(kernels=(4, 5, 3, 3))
     assert math.isclose(RunConfig().loss.beta_start, 1.0)
