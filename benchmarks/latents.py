@@ -434,6 +434,16 @@ def run(args: argparse.Namespace) -> None:
           f"representation predicts (R^2 >= {MEASURABLE_R2:g}; better of ridge and kNN); pose alone: max R^2 "
           f"{best_r2(table, 'pose').max():.3f}")
 
+    # The decoder reads z through its Euler encoding (cos z_i, sin z_i): the same 16 numbers, fed to the
+    # probes as the decoder sees them.  Shown beside z, not counted in the comparison above.
+    euler = r2_table({"z_euler": np.hstack([np.cos(z), np.sin(z)])}, targets[measurable.index[measurable]],
+                     k=args.k, seed=args.seed)
+    euler.to_csv(out / "r2_euler.csv")
+    print("\nz read as the decoder reads it, (cos z_i, sin z_i) (better of ridge and kNN; not in the count above):")
+    print(f"{'property':<21}{'z':>8}{'z euler':>9}{'best of pca, ae':>17}")
+    for prop in euler.index:
+        print(f"{prop:<21}{zb[prop]:>8.3f}{best_r2(euler, 'z_euler')[prop]:>9.3f}{others[prop]:>17.3f}")
+
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.choice(len(images), size=min(args.n_turn, len(images)), replace=False))
     views = turned_views(images[pick])
