@@ -82,7 +82,9 @@ def test_the_default_demo_is_small_and_trains_on_a_budget_of_minutes():
     train = resolve_config(run_config(demo), *training_budget(demo)).train
     assert train.max_minutes is not None and 0 < train.max_minutes <= 3  # the demo ends in minutes on 2 cores
     assert train.cpu_threads == 1  # robust on a shared 2-core machine
-    assert train.max_steps is not None and train.max_steps <= 400
+    assert train.max_steps is not None and train.max_steps <= 1000
+    assert train.max_epochs * 300 // train.batch_size >= train.max_steps  # the epochs do not end it first
+    assert resolve_config(run_config(demo), *training_budget(demo)).model.image_size == 32  # 4x cheaper than 64
     assert demo.demo_n <= 1000
     assert shard_size(demo) < demo.demo_n <= shard_size(demo) * demo.workers  # a shard for every worker
     assert shard_size(demo) % 8 == 0  # whole store chunks
