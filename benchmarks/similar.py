@@ -8,7 +8,7 @@ Run::
 **speed**: synthetic latents, ``n`` rows of ``d`` columns, two kinds: ``gaussian`` (independent
 normal columns: every dimension used, the worst case for a tree) and ``manifold`` (a 5-dimensional
 latent factor mapped non-linearly into ``d`` columns plus 2 % noise, as trained latents tend to
-be).  Each exact backend is timed on (1) one query against the loaded index (median of 25) and (2)
+be); with ``--catalog CAT``, also ``catalogue``: rows drawn like CAT's latents (:func:`like_catalogue`).  Each exact backend is timed on (1) one query against the loaded index (median of 25) and (2)
 every row's 10 neighbours.  Brute force costs the same per query whatever the data, so (2) is
 timed on ``--sample`` queries against all rows and scaled to ``n`` (marked ``~``); ``--full``
 runs (2) over all rows for the named backends.  Wall and CPU seconds and the load average are
@@ -22,8 +22,11 @@ model).  Latents come from :func:`pipeline.predict.predict_batch` on the store i
   nearest neighbours, for random galaxies, for neighbours in a pixel PCA of the same size as z
   (the PCA components standardised like z), and for CODAE's latents (standardised and Euler);
 - pose invariance: for ``--queries`` galaxies, the overlap of the 10 neighbours of the galaxy and
-  of the same cutout turned by 90 degrees (exact, ``np.rot90``) and by 37 degrees (bilinear,
-  :func:`pipeline.geometry.align_to_pose` about the centre), searched in the unturned index.
+  of the same galaxy turned, searched in the unturned index.  Two ways to turn: the 64-pixel store
+  image (90 degrees exact, ``np.rot90``; 37 degrees bilinear, :func:`pipeline.geometry.align_to_pose`
+  about the centre, whose blur at the store's scale moves the latents as well as the turn), and the
+  full-resolution survey cutout turned and then read as ingest reads it (:func:`_turn_cutouts`: the
+  same sky turned; 0 degrees re-reads it, the control for the read path).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +54,25 @@ def _load() -> str:
 
 
 # ---------------------------------------------------------------- speed
+
+
+def like_catalogue(catalog: Path, n: int, seed: int = 0, components: int = 32) -> np.ndarray:
+    """``n`` rows drawn like a trained catalogue's latents: a Gaussian mixture (``components``, full
+    covariances; scikit-learn) fitted to its ``z_*`` columns, standardised as the search embeds them,
+    keeps the correlations that make trained latents fill few dimensions."""
+    from sklearn.mixture import GaussianMixture
+
+    from catalogs.reader import open_catalog
+
+    with open_catalog(catalog) as cat:
+        cols = sorted((c for c in cat.names if c.startswith("z_")), key=lambda c: int(c[2:]))
+        z = np.stack([np.asarray(v, dtype=np.float64) for v in cat.read_arrays(cols).values()], axis=1)
+    points, _ = embed(z, "standardised")
+    gmm = GaussianMixture(components, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(points)
+    with warnings.catch_warnings():  # numpy's check of each fitted covariance trips on rounding
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rows = gmm.sample(n)[0]
+    return rows[np.random.default_rng(seed).permutation(n)].astype(np.float32)
 
 
 def synthetic(kind: str, n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -122,30 +145,34 @@ def speed(args: argparse.Namespace) -> None:
     print(f"# exact {K}-nearest-neighbour search, {args.n} rows; {os.cpu_count()} CPUs; {_load()}")
     print(f"{'data':10} {'d':>3} {'backend':15} {'build s':>8} {'1 query ms':>11} {'all rows wall s':>16} "
           f"{'all rows CPU s':>15}")
-    for d in [int(x) for x in args.dims.split(",")]:
-        for kind in args.kinds.split(","):
-            points = synthetic(kind, args.n, d)
-            rng = np.random.default_rng(1)
-            for name, (obj, build) in _backends(points, names).items():
-                singles = []
-                for i in rng.integers(0, args.n, 25):
-                    t = time.perf_counter()
-                    _query(obj, points[i:i + 1], K + 1)
-                    singles.append(1000 * (time.perf_counter() - t))
-                full = name in args.full.split(",")
-                rows = np.arange(args.n) if full else rng.choice(args.n, min(args.sample, args.n), replace=False)
-                t, c = time.perf_counter(), time.process_time()
-                if full and isinstance(obj, NeighbourIndex):
-                    obj.all_neighbours(K)
-                else:
-                    for a in range(0, len(rows), 8192):
-                        _query(obj, points[rows[a:a + 8192]], K + 1)
-                wall, cpu = time.perf_counter() - t, time.process_time() - c
-                scale = args.n / len(rows)
-                mark = " " if full else "~"
-                shown = f"{name} ({obj.backend})" if name == "auto" and full else name
-                print(f"{kind:10} {d:3d} {shown:15} {build:8.2f} {statistics.median(singles):11.2f} "
-                      f"{mark}{wall * scale:15.1f} {mark}{cpu * scale:14.1f}", flush=True)
+    cases = [(kind, lambda d=int(d), kind=kind: synthetic(kind, args.n, d))
+             for d in args.dims.split(",") for kind in args.kinds.split(",")]
+    if args.catalog is not None:
+        cases.append(("catalogue", lambda: like_catalogue(args.catalog, args.n)))
+    for kind, make in cases:
+        points = make()
+        d = points.shape[1]
+        rng = np.random.default_rng(1)
+        for name, (obj, build) in _backends(points, names).items():
+            singles = []
+            for i in rng.integers(0, args.n, 25):
+                t = time.perf_counter()
+                _query(obj, points[i:i + 1], K + 1)
+                singles.append(1000 * (time.perf_counter() - t))
+            full = name in args.full.split(",")
+            rows = np.arange(args.n) if full else rng.choice(args.n, min(args.sample, args.n), replace=False)
+            t, c = time.perf_counter(), time.process_time()
+            if full and isinstance(obj, NeighbourIndex):
+                obj.all_neighbours(K)
+            else:
+                for a in range(0, len(rows), 8192):
+                    _query(obj, points[rows[a:a + 8192]], K + 1)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            scale = args.n / len(rows)
+            mark = " " if full else "~"
+            shown = f"{name} ({obj.backend})" if name == "auto" and full else name
+            print(f"{kind:10} {d:3d} {shown:15} {build:8.2f} {statistics.median(singles):11.2f} "
+                  f"{mark}{wall * scale:15.1f} {mark}{cpu * scale:14.1f}", flush=True)
     print(f"# ~: timed on a sample of queries against all rows, scaled to {args.n} queries; {_load()}")
 
 
@@ -207,6 +234,34 @@ def _turn(images: np.ndarray, degrees: float) -> np.ndarray:
     angle = torch.full((n,), -np.deg2rad(degrees), dtype=torch.float32)
     zero = torch.zeros(n)
     return align_to_pose(t, angle, zero, zero).numpy()
+
+
+def _turn_cutouts(survey: Path, ids: np.ndarray, info, degrees: float) -> np.ndarray:
+    """The survey's cutouts of ``ids`` turned by ``degrees`` counter-clockwise as displayed, then
+    read as ingest reads them: as the same sky turned would reach the store.
+
+    Each full-resolution cutout is turned about its centre by PIL (bilinear; the 424-pixel frame's
+    corners lie outside the store's centre crop, so no fill enters it), written losslessly (PNG)
+    and read by :func:`pipeline.data.readers.read_cutout` with the store's crop and size: the
+    resampling happens at the cutout's scale, and the crop's area average to the store's 64 pixels
+    leaves almost none of its blur, unlike a turn of the 64-pixel store image.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    from pipeline.data.readers import CropSpec, read_cutout
+
+    cat = pd.read_parquet(survey / "catalog.parquet").set_index("iauname")
+    crop = CropSpec(info.crop_start_x, info.crop_start_y, info.crop_size, info.size)
+    out = np.empty((len(ids), info.channels, info.size, info.size), np.float32)
+    with tempfile.TemporaryDirectory(prefix="turned_") as tmp:
+        for i, name in enumerate(ids):
+            with Image.open(survey / "images" / cat.loc[name, "file_loc"]) as im:
+                turned = im.convert("RGB").rotate(degrees, resample=Image.Resampling.BILINEAR)
+            path = Path(tmp) / f"{i}.png"
+            turned.save(path)
+            out[i] = read_cutout(path, crop).astype(np.float32) / 255.0
+    return out
 
 
 def _pca_basis(centred: np.ndarray, d: int, rng: np.random.Generator, power: int = 4) -> np.ndarray:
@@ -272,9 +327,13 @@ def quality(args: argparse.Namespace) -> None:
     queries = rng.choice(n, min(args.queries, n), replace=False)
     print(f"\n## pose invariance: mean overlap of the {K} neighbours of {len(queries)} galaxies and of the same "
           "cutouts turned (1 = the same neighbours)")
-    print(f"{'turn':>8}" + "".join(f"{name:>22}" for name in spaces))
-    for degrees in (90.0, 37.0):
-        turned = _turn(images[queries], degrees)
+    print(f"{'turn (degrees, how)':>28}" + "".join(f"{name:>22}" for name in spaces))
+    turns = {"90 (store, exact)": _turn(images[queries], 90.0),
+             "37 (store, 64-px bilinear)": _turn(images[queries], 37.0),
+             "0 (cutout, re-read)": _turn_cutouts(survey, ids[queries], st.info, 0.0),
+             "37 (cutout, then ingest)": _turn_cutouts(survey, ids[queries], st.info, 37.0),
+             "90 (cutout, then ingest)": _turn_cutouts(survey, ids[queries], st.info, 90.0)}
+    for label, turned in turns.items():
         z_turned = _latents(model, turned)
         cells = []
         for vectors, metric, project in spaces.values():
@@ -284,7 +343,7 @@ def quality(args: argparse.Namespace) -> None:
             moved = project(turned) if project is not None else z_turned
             _, after = index.search(embedding(moved), K, exclude=queries)
             cells.append(np.mean([len(set(a) & set(b)) / K for a, b in zip(before, after)]))
-        print(f"{degrees:8.0f}" + "".join(f"{c:22.3f}" for c in cells), flush=True)
+        print(f"{label:>28}" + "".join(f"{c:22.3f}" for c in cells), flush=True)
     print(f"# {_load()}")
 
 
@@ -298,6 +357,8 @@ def main() -> None:
     s.add_argument("--backends", default="numpy,faiss,torch,kdtree,sklearn-kd_tree,sklearn-brute")
     s.add_argument("--sample", type=int, default=4096, help="queries timed for the all-rows estimate")
     s.add_argument("--full", default="", help="backends whose all-rows search runs in full (e.g. auto,kdtree)")
+    s.add_argument("--catalog", type=Path, default=None,
+                   help="also rows drawn like this catalogue's latents (a Gaussian mixture fitted to its z)")
     q = sub.add_parser("quality")
     q.add_argument("--survey", type=Path, default=None, help="demo survey with truth.parquet (made when absent)")
     q.add_argument("--store", type=Path, default=None, help="its store (ingested at 64 pixels when absent)")
