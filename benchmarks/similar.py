@@ -85,26 +85,6 @@ def synthetic(kind: str, n: int, d: int, seed: int = 0) -> np.ndarray:
     return (z + 0.02 * rng.standard_normal((n, d))).astype(np.float32)
 
 
-class _Torch:
-    """Exact brute force with torch: blocked ``addmm`` and ``topk`` (benchmark only)."""
-
-    def __init__(self, points: np.ndarray) -> None:
-        import torch
-
-        self.torch = torch
-        self.x = torch.from_numpy(points)
-        self.sq = (self.x * self.x).sum(1)
-
-    def search(self, q: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-        t = self.torch
-        out = []
-        qt = t.from_numpy(np.ascontiguousarray(q))
-        for a in range(0, len(qt), block):
-            d2 = t.addmm(self.sq[None, :], qt[a:a + block], self.x.T, alpha=-2.0)
-            out.append(d2.topk(k, dim=1, largest=False).indices)
-        return t.cat(out).numpy()
-
-
 class _Sklearn:
     def __init__(self, points: np.ndarray, algorithm: str) -> None:
         from sklearn.neighbors import NearestNeighbors
@@ -120,13 +100,11 @@ def _backends(points: np.ndarray, names: list[str]) -> dict[str, tuple[object, f
     out = {}
     for name in names:
         t = time.perf_counter()
-        if name in ("faiss", "numpy", "kdtree", "auto"):
+        if name in ("faiss", "numpy", "torch", "kdtree", "auto"):
             index = NeighbourIndex(points, backend="auto" if name == "auto" else name)
             if name != "auto":
                 index._structure(name)  # build now, so the query time is the query's
             obj = index
-        elif name == "torch":
-            obj = _Torch(points)
         else:
             obj = _Sklearn(points, name.split("-", 1)[1])
         out[name] = (obj, time.perf_counter() - t)
