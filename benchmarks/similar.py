@@ -8,8 +8,9 @@ Run::
 **speed**: synthetic latents, ``n`` rows of ``d`` columns, two kinds: ``gaussian`` (independent
 normal columns: every dimension used, the worst case for a tree) and ``manifold`` (a 5-dimensional
 latent factor mapped non-linearly into ``d`` columns plus 2 % noise, as trained latents tend to
-be); with ``--catalog CAT``, also ``catalogue``: rows drawn like CAT's latents (:func:`like_catalogue`).  Each exact backend is timed on (1) one query against the loaded index (median of 25) and (2)
-every row's 10 neighbours.  Brute force costs the same per query whatever the data, so (2) is
+be); with ``--catalog CAT``, also ``catalogue``: rows drawn like CAT's latents (:func:`like_catalogue`).
+Each exact backend is timed on (1) one query against the loaded index (median of 25) and (2) every
+row's 10 neighbours.  Brute force costs the same per query whatever the data, so (2) is
 timed on ``--sample`` queries against all rows and scaled to ``n`` (marked ``~``); ``--full``
 runs (2) over all rows for the named backends.  Wall and CPU seconds and the load average are
 printed: on a shared machine the wall time is what a user waited, the CPU time what the work cost.
@@ -62,11 +63,13 @@ def like_catalogue(catalog: Path, n: int, seed: int = 0, components: int = 32) -
     keeps the correlations that make trained latents fill few dimensions."""
     from sklearn.mixture import GaussianMixture
 
+    from catalogs.neighbours import latent_columns
     from catalogs.reader import open_catalog
 
     with open_catalog(catalog) as cat:
-        cols = sorted((c for c in cat.names if c.startswith("z_")), key=lambda c: int(c[2:]))
-        z = np.stack([np.asarray(v, dtype=np.float64) for v in cat.read_arrays(cols).values()], axis=1)
+        cols = latent_columns(cat.names, where=str(catalog))
+        arrays = cat.read_arrays(cols)
+    z = np.stack([np.asarray(arrays[c], dtype=np.float64) for c in cols], axis=1)
     points, _ = embed(z, "standardised")
     gmm = GaussianMixture(components, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(points)
     with warnings.catch_warnings():  # numpy's check of each fitted covariance trips on rounding
@@ -111,13 +114,6 @@ def _backends(points: np.ndarray, names: list[str]) -> dict[str, tuple[object, f
     return out
 
 
-def _query(obj, q: np.ndarray, k: int) -> None:
-    if isinstance(obj, NeighbourIndex):
-        obj.search(q, k)
-    else:
-        obj.search(q, k)
-
-
 def speed(args: argparse.Namespace) -> None:
     names = args.backends.split(",")
     print(f"# exact {K}-nearest-neighbour search, {args.n} rows; {os.cpu_count()} CPUs; {_load()}")
@@ -135,7 +131,7 @@ def speed(args: argparse.Namespace) -> None:
             singles = []
             for i in rng.integers(0, args.n, 25):
                 t = time.perf_counter()
-                _query(obj, points[i:i + 1], K + 1)
+                obj.search(points[i:i + 1], K + 1)
                 singles.append(1000 * (time.perf_counter() - t))
             full = name in args.full.split(",")
             rows = np.arange(args.n) if full else rng.choice(args.n, min(args.sample, args.n), replace=False)
@@ -144,7 +140,7 @@ def speed(args: argparse.Namespace) -> None:
                 obj.all_neighbours(K)
             else:
                 for a in range(0, len(rows), 8192):
-                    _query(obj, points[rows[a:a + 8192]], K + 1)
+                    obj.search(points[rows[a:a + 8192]], K + 1)
             wall, cpu = time.perf_counter() - t, time.process_time() - c
             scale = args.n / len(rows)
             mark = " " if full else "~"
@@ -214,8 +210,8 @@ def _turn(images: np.ndarray, degrees: float) -> np.ndarray:
     return align_to_pose(t, angle, zero, zero).numpy()
 
 
-def _turn_cutouts(survey: Path, ids: np.ndarray, info, degrees: float) -> np.ndarray:
-    """The survey's cutouts of ``ids`` turned by ``degrees`` counter-clockwise as displayed, then
+def _turn_cutouts(paths: list[Path], info, degrees: float) -> np.ndarray:
+    """The survey cutouts at ``paths`` turned by ``degrees`` counter-clockwise as displayed, then
     read as ingest reads them: as the same sky turned would reach the store.
 
     Each full-resolution cutout is turned about its centre by PIL (bilinear; the 424-pixel frame's
@@ -224,17 +220,15 @@ def _turn_cutouts(survey: Path, ids: np.ndarray, info, degrees: float) -> np.nda
     resampling happens at the cutout's scale, and the crop's area average to the store's 64 pixels
     leaves almost none of its blur, unlike a turn of the 64-pixel store image.
     """
-    import pandas as pd
     from PIL import Image
 
     from pipeline.data.readers import CropSpec, read_cutout
 
-    cat = pd.read_parquet(survey / "catalog.parquet").set_index("iauname")
     crop = CropSpec(info.crop_start_x, info.crop_start_y, info.crop_size, info.size)
-    out = np.empty((len(ids), info.channels, info.size, info.size), np.float32)
+    out = np.empty((len(paths), info.channels, info.size, info.size), np.float32)
     with tempfile.TemporaryDirectory(prefix="turned_") as tmp:
-        for i, name in enumerate(ids):
-            with Image.open(survey / "images" / cat.loc[name, "file_loc"]) as im:
+        for i, source in enumerate(paths):
+            with Image.open(source) as im:
                 turned = im.convert("RGB").rotate(degrees, resample=Image.Resampling.BILINEAR)
             path = Path(tmp) / f"{i}.png"
             turned.save(path)
@@ -306,11 +300,13 @@ def quality(args: argparse.Namespace) -> None:
     print(f"\n## pose invariance: mean overlap of the {K} neighbours of {len(queries)} galaxies and of the same "
           "cutouts turned (1 = the same neighbours)")
     print(f"{'turn (degrees, how)':>28}" + "".join(f"{name:>22}" for name in spaces))
+    files = pd.read_parquet(survey / "catalog.parquet").set_index("iauname")["file_loc"]
+    cutouts = [survey / "images" / files[name] for name in ids[queries]]
     turns = {"90 (store, exact)": _turn(images[queries], 90.0),
              "37 (store, 64-px bilinear)": _turn(images[queries], 37.0),
-             "0 (cutout, re-read)": _turn_cutouts(survey, ids[queries], st.info, 0.0),
-             "37 (cutout, then ingest)": _turn_cutouts(survey, ids[queries], st.info, 37.0),
-             "90 (cutout, then ingest)": _turn_cutouts(survey, ids[queries], st.info, 90.0)}
+             "0 (cutout, re-read)": _turn_cutouts(cutouts, st.info, 0.0),
+             "37 (cutout, then ingest)": _turn_cutouts(cutouts, st.info, 37.0),
+             "90 (cutout, then ingest)": _turn_cutouts(cutouts, st.info, 90.0)}
     for label, turned in turns.items():
         z_turned = _latents(model, turned)
         cells = []

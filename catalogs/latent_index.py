@@ -67,8 +67,8 @@ PROBE_QUERIES: int = 2000
 #: 1.4826 x MAD estimates the standard deviation of a normal distribution.
 MAD_TO_SIGMA: float = 1.482602218505602
 
-#: query rows per block of the numpy backend: (block x N) float32 distances at a time.
-_NUMPY_BLOCK = 1024
+#: query rows per block of the brute-force backends (numpy, torch): (block x N) float32 distances at a time.
+_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -189,13 +189,13 @@ class NeighbourIndex:
             x, sq = structure
             q_all = torch.from_numpy(queries)
             with torch.inference_mode():  # |x|^2 - 2 q.x per block; |q|^2 is the same along a row
-                parts = [torch.addmm(sq[None, :], q_all[a:a + _NUMPY_BLOCK], x.T, alpha=-2.0)
+                parts = [torch.addmm(sq[None, :], q_all[a:a + _BLOCK], x.T, alpha=-2.0)
                          .topk(k, dim=1, largest=False, sorted=True).indices
-                         for a in range(0, len(q_all), _NUMPY_BLOCK)]
-            return torch.cat(parts).numpy().astype(np.int64, copy=False)
+                         for a in range(0, len(q_all), _BLOCK)]
+            return torch.cat(parts).numpy()  # int64
         out = np.empty((len(queries), k), dtype=np.int64)
-        for a in range(0, len(queries), _NUMPY_BLOCK):
-            q = queries[a:a + _NUMPY_BLOCK]
+        for a in range(0, len(queries), _BLOCK):
+            q = queries[a:a + _BLOCK]
             d2 = structure[None, :] - 2.0 * (q @ self.points.T)  # (B, N); |q|^2 is the same along a row
             if k < d2.shape[1]:
                 part = np.argpartition(d2, k - 1, axis=1)[:, :k]
