@@ -245,8 +245,8 @@ class ErrorCalibration:
 
 
 #: used for a checkpoint without its own ``pose_errors.json``: fitted by
-#: ``benchmarks/pose_errors.py --calibrate`` (K = 8) for the default 64-pixel CODAE trained
-#: 992 steps on a 2,000-galaxy demo survey, on 2,000 demo galaxies at four sky levels (S/N 9 to
+#: ``benchmarks/pose_errors.py --calibrate`` (K = 8) for the default 64-pixel CODAE (windowed
+#: centroid) trained 500 steps on a 2,000-galaxy demo survey, on 2,000 demo galaxies at four sky levels (S/N 9 to
 #: 10,000; ``benchmarks/results/pose-errors-cpu2-2026-12-02.log``).  Another checkpoint's
 #: errors are then only roughly calibrated: calibrate it.
 DEFAULT_CALIBRATION = ErrorCalibration(pa_scale=0.951, pa_floor_deg=0.814, x_scale=0.670, y_scale=0.625,
